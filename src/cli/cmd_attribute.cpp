@@ -1,0 +1,97 @@
+// `tinysql-eap attribute`: the notebook's whole computation for one cell on one process: prompt
+// batches, EAP per batch, baselines, metrics, accuracy and the consistent edges.
+#include <ATen/Parallel.h>
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "cli/cell_options.hpp"
+#include "cli/commands.hpp"
+#include "eap/score.hpp"
+#include "model/hf_cache.hpp"
+#include "model/model.hpp"
+#include "runner/unit.hpp"
+#include "tokenizer/tokenizer.hpp"
+#include "util/error.hpp"
+
+namespace teap::cli {
+
+Run add_attribute_command(CLI::App& app) {
+  struct Args {
+    CellArgs cell;
+    std::string model, tokenizer, revision, device = "cpu", dtype = "float32";
+    std::string downstream_heads = "qkv", pairing = "own";
+    int top_n = 10, threads = 0;
+    bool trim = false, signed_rank = false, input_node = false, logits_node = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("attribute", "Run EAP on one cell and print its consistent edges");
+  sub->add_option("--model", a->model, "model folder or repository id in the Hugging Face cache")->required();
+  add_cell_options(sub, a->cell, 5);
+  sub->add_option("--top-n", a->top_n, "edges kept per batch")->capture_default_str()->check(CLI::Range(1, 1 << 24));
+  sub->add_flag("--signed", a->signed_rank, "rank by signed score instead of |score|");
+  sub->add_option("--tokenizer", a->tokenizer, "tokenizer (default: the model's own files)");
+  sub->add_option("--revision", a->revision, "revision in the Hugging Face cache");
+  sub->add_option("--device", a->device, "cpu, cuda, cuda:N")->capture_default_str();
+  sub->add_option("--dtype", a->dtype, "float32 or bfloat16")->capture_default_str();
+  sub->add_option("--threads", a->threads, "intra-op threads (default: LibTorch's)")->check(CLI::Range(0, 1024));
+  sub->add_flag("--trim-vocab", a->trim, "drop checkpoint rows beyond the tokenizer's vocabulary (BM1 fine-tunes)");
+  sub->add_option("--downstream-heads", a->downstream_heads, "qkv: head inputs are destinations; none: MLPs only (the notebook)")
+      ->check(CLI::IsMember({"qkv", "none"}))->capture_default_str();
+  sub->add_option("--metric-pairing", a->pairing, "own, or batch_broadcast (the notebook's indexing broadcast)")
+      ->check(CLI::IsMember({"own", "batch_broadcast"}))->capture_default_str();
+  sub->add_flag("--input-node", a->input_node, "add the embedding as an upstream node");
+  sub->add_flag("--logits-node", a->logits_node, "add the final residual stream as a downstream node");
+  return [a] {
+    const tinysql::CellSettings cell = cell_settings(a->cell);
+    const uint64_t seed = parse_seed(a->cell.seed);
+    if (a->threads > 0) at::set_num_threads(a->threads);
+    const std::string path = model::resolve_model_path(a->model, a->revision);
+    const auto tok = tokenizer::Tokenizer::load(a->tokenizer.empty() ? path : a->tokenizer);
+    model::LoadOptions lo;
+    lo.device = a->device;
+    lo.dtype = a->dtype;
+    if (a->trim) lo.trim_vocab_to = tok.vocab_size();
+    const model::Model m = model::load_model(path, lo);
+    eap::GraphOptions go;
+    go.downstream_heads = eap::parse_downstream_heads(a->downstream_heads, "--downstream-heads");
+    go.input_node = a->input_node;
+    go.logits_node = a->logits_node;
+    const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads, go);
+    eap::ScoreOptions so;
+    so.pairing = eap::parse_metric_pairing(a->pairing, "--metric-pairing");
+    std::printf("model %s (%s, %d layers x %d heads), %d threads; graph: %d upstream, %d downstream, %d edges\n",
+                path.c_str(), m.config.model_type.c_str(), m.config.n_layers, m.config.n_heads, at::get_num_threads(),
+                g.n_upstream(), g.n_downstream(), g.n_edges());
+    std::printf("cell %s, %d batches of %d, seed %llu\n", tinysql::cell_key_string(cell).c_str(), a->cell.batches,
+                a->cell.batch_size, static_cast<unsigned long long>(seed));
+
+    std::vector<eap::BatchScores> results;
+    for (int b = 0; b < a->cell.batches; ++b) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const tinysql::Batch batch = tinysql::make_batch(tok, cell, seed, b, a->cell.batch_size);
+      results.push_back(eap::score_batch(m, g, runner::batch_input(batch), so));
+      const auto& r = results.back();
+      double c = 0, k = 0;
+      for (double x : r.clean_ld) c += x / r.n_prompts;
+      for (double x : r.corrupt_ld) k += x / r.n_prompts;
+      std::printf("batch %d: %d prompts x %d tokens, LD clean %.4f, corrupt %.4f, clean accuracy %.3f (%.2f s)\n", b,
+                  r.n_prompts, r.n_positions, c, k, r.clean_accuracy(),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::vector<const eap::BatchScores*> ptrs;
+    for (const auto& r : results) ptrs.push_back(&r);
+    const runner::CellResult cr = runner::reduce_cell(g, ptrs, a->top_n, a->signed_rank);
+    std::printf("clean logit diff %.6f, corrupt logit diff %.6f\n", cr.baselines.clean_ld, cr.baselines.corrupt_ld);
+    std::printf("clean metric %.6f, corrupt metric %.6f, clean accuracy %.3f\n", cr.clean_metric, cr.corrupt_metric,
+                cr.clean_accuracy);
+    std::printf("%zu edges in the top %d of all %d batches:\n", cr.edges.size(), a->top_n, a->cell.batches);
+    for (const auto& e : cr.edges)
+      std::printf("%s -> [%.3f] -> %s\n", g.upstream[e.up].c_str(), e.score, g.downstream[e.down].c_str());
+  };
+}
+
+}  // namespace teap::cli

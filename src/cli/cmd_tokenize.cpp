@@ -1,0 +1,41 @@
+// `tinysql-eap tokenize`: ids and tokens of each TEXT, for checking a tokenizer by eye.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+namespace teap::cli {
+
+Run add_tokenize_command(CLI::App& app) {
+  struct Args {
+    std::string tokenizer;
+    bool no_special = false;
+    std::vector<std::string> texts;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("tokenize", "Print the token ids and tokens of each TEXT");
+  sub->add_option("--tokenizer", args->tokenizer,
+                  "tokenizer.json, vocab.json/encoder.json, or a model folder holding one")
+      ->required();
+  sub->add_flag("--no-special", args->no_special, "do not add the post-processor's special tokens (begin-of-text)");
+  sub->add_option("TEXT", args->texts, "text to tokenize")->required();
+  return [args] {
+    const auto tok = tokenizer::Tokenizer::load(args->tokenizer);
+    spdlog::debug("tokenizer {} ({}), vocabulary {}", tok.source(), tok.family(), tok.vocab_size());
+    for (const auto& text : args->texts) {
+      const auto ids = tok.encode(text, !args->no_special);
+      std::string line_ids, line_tokens;
+      for (size_t i = 0; i < ids.size(); ++i) {
+        line_ids += (i ? " " : "") + std::to_string(ids[i]);
+        line_tokens += (i ? " " : "") + tok.token(ids[i]);
+      }
+      std::printf("ids: %s\ntokens: %s\ncount: %zu\n", line_ids.c_str(), line_tokens.c_str(), ids.size());
+    }
+  };
+}
+
+}  // namespace teap::cli

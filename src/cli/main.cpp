@@ -1,0 +1,74 @@
+// The `tinysql-eap` executable: subcommands, logging, and the mapping of errors to exit codes
+// (0 success, 2 bad usage or input with one line naming the culprit, 1 anything else).
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include "cli/commands.hpp"
+#include "util/error.hpp"
+#include "version.hpp"
+
+namespace {
+
+void setup_logging(const std::string& level) {
+  auto logger = spdlog::stderr_color_mt("teap");
+  logger->set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tinysql-eap: edge attribution patching sweeps over TinySQL models", "tinysql-eap"};
+  app.set_version_flag("--version", TEAP_VERSION);
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+
+  std::map<CLI::App*, teap::cli::Run> runs;
+  auto add = [&](teap::cli::Run (*adder)(CLI::App&)) {
+    const size_t before = app.get_subcommands({}).size();
+    teap::cli::Run run = adder(app);
+    runs[app.get_subcommands({}).at(before)] = std::move(run);
+  };
+  add(teap::cli::add_tokenize_command);
+  add(teap::cli::add_generate_command);
+  add(teap::cli::add_make_model_command);
+  add(teap::cli::add_inspect_command);
+  add(teap::cli::add_complete_command);
+  add(teap::cli::add_attribute_command);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion&) {
+    std::printf("tinysql-eap %s\n", TEAP_VERSION);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "tinysql-eap: %s (see --help)\n", e.what());
+    return 2;
+  }
+
+  setup_logging(log_level);
+  try {
+    for (auto* sub : app.get_subcommands()) runs.at(sub)();
+    std::fflush(stdout);
+    return 0;
+  } catch (const teap::InputError& e) {
+    std::fprintf(stderr, "tinysql-eap: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tinysql-eap: failure: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,41 @@
+// Owns the metric: per-prompt logit differences, the cell's baselines, the normalised metric,
+// and the per-batch result that scoring produces and the reducer consumes (plain data, no LibTorch).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace teap::eap {
+
+// "own": prompt i uses its own (clean, corrupt) answer tokens. "batch_broadcast": the notebook's
+// indexing broadcast, prompt i's difference averaged over the answer pairs of every prompt of the batch.
+enum class MetricPairing { Own, BatchBroadcast };
+MetricPairing parse_metric_pairing(const std::string& s, const std::string& where);
+std::string to_string(MetricPairing p);
+
+struct BatchScores {
+  int n_upstream = 0, n_downstream = 0;
+  int n_prompts = 0, n_positions = 0;
+  std::vector<float> scores;       // [n_upstream * n_downstream] raw S_b = dLD/dx (mean over prompts), 0 off-edge
+  std::vector<double> clean_ld;    // [n_prompts] LD_i of the clean run
+  std::vector<double> corrupt_ld;  // [n_prompts] LD_i of the corrupt run
+  int clean_correct = 0;           // prompts whose top clean prediction is the clean answer
+  double clean_accuracy() const { return n_prompts ? double(clean_correct) / n_prompts : 0.0; }
+};
+
+// LD_clean and LD_corr: means over every prompt of the cell (all its batches).
+struct Baselines {
+  double clean_ld = 0, corrupt_ld = 0;
+  int n_prompts = 0;
+  double denominator() const { return clean_ld - corrupt_ld; }
+  // The normalisation divides by LD_clean - LD_corr; a cell where that vanishes has no scores.
+  bool degenerate() const;
+  std::string describe() const;  // "LD_clean = 1.2, LD_corr = 1.2"
+};
+
+Baselines baselines(const std::vector<const BatchScores*>& batches);
+
+// M of one batch: mean_i (LD_i - LD_corr) / (LD_clean - LD_corr).
+double normalised_metric(const std::vector<double>& ld, const Baselines& b);
+
+}  // namespace teap::eap

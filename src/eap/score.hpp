@@ -1,0 +1,43 @@
+// Owns the score matrix of one batch: two forward passes (corrupt, clean) and one backward pass
+// to activations, then the contraction S[u,v] = sum (a_u_clean - a_u_corrupt) . dLD/dx_v as one
+// matrix product per downstream layer. Sees the model only through its ActivationRecord.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "eap/graph.hpp"
+#include "eap/metric.hpp"
+
+namespace teap::model {
+struct Model;
+}
+
+namespace teap::eap {
+
+struct BatchInput {
+  int n_prompts = 0, n_positions = 0;
+  std::vector<int64_t> clean_ids, corrupt_ids;        // [n_prompts * n_positions] row-major
+  std::vector<int64_t> clean_answer, corrupt_answer;  // [n_prompts] the metric's token pair
+  std::vector<int64_t> expected;  // [n_prompts] what the model should write (accuracy); empty: clean_answer
+};
+
+struct ScoreOptions {
+  MetricPairing pairing = MetricPairing::Own;
+};
+
+// Memory: the upstream differences of the batch [n_upstream, B*P, d_model] plus one downstream
+// layer's gradients [3H+1, B*P, d_model] at a time, in float32 (float64 for a float64 model),
+// besides the two runs' activation records.
+BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput& in, const ScoreOptions& options = {});
+
+// One inference forward pass yielding the per-prompt logit differences of `ids` (the cost
+// against which an EAP batch is measured).
+std::vector<double> logit_diffs(const model::Model& m, const std::vector<int64_t>& ids, int n_prompts,
+                                int n_positions, const std::vector<int64_t>& clean_answer,
+                                const std::vector<int64_t>& corrupt_answer, MetricPairing pairing);
+
+// Checks that a batch's shapes agree and every id is inside the model's vocabulary.
+void check_batch(const model::Model& m, const BatchInput& in);
+
+}  // namespace teap::eap

@@ -1,0 +1,86 @@
+#include "model/blocks.hpp"
+
+namespace teap::model {
+
+at::Tensor layer_norm(const Model& m, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  const auto ct = compute_type(m);
+  return at::layer_norm(x.to(ct), {x.size(-1)}, w.to(ct), b.to(ct), m.config.norm_eps);
+}
+
+at::Tensor rms_norm(const Model& m, const at::Tensor& x, const at::Tensor& w) {
+  const auto ct = compute_type(m);
+  const at::Tensor h = x.to(ct);
+  const at::Tensor normed = h * at::rsqrt(h.pow(2).mean(-1, true) + m.config.norm_eps);
+  // As Hugging Face: back to the activation dtype before the weight multiplies.
+  return w.to(ct) * normed.to(m.dtype).to(ct);
+}
+
+at::Tensor apply_rotary(const Model& m, const at::Tensor& x) {
+  const auto ct = compute_type(m);
+  const int64_t P = x.size(1), half = x.size(3) / 2;
+  const at::Tensor pos = at::arange(P, at::TensorOptions().dtype(ct).device(x.device()));
+  const at::Tensor freqs = at::outer(pos, m.weights.rope_inv_freq.to(ct));  // [P, d_head/2]
+  const at::Tensor emb = at::cat({freqs, freqs}, -1);                         // [P, d_head]
+  const at::Tensor cos = emb.cos().to(x.scalar_type()).view({1, P, 1, 2 * half});
+  const at::Tensor sin = emb.sin().to(x.scalar_type()).view({1, P, 1, 2 * half});
+  const at::Tensor x1 = x.narrow(3, 0, half), x2 = x.narrow(3, half, half);
+  return x * cos + at::cat({-x2, x1}, 3) * sin;
+}
+
+namespace {
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
+}
+
+}  // namespace
+
+at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, bool rotary,
+                     AttentionMask mask, LayerRecord* rec, bool grads) {
+  const auto& c = m.config;
+  const auto& w = m.weights.layers[l];
+  const int64_t B = xn.size(0), P = xn.size(1), H = c.n_heads, Hkv = c.n_kv_heads, dh = c.d_head;
+  at::Tensor q = linear(xn, w.w_q, w.b_q).view({B, P, H, dh});
+  at::Tensor k = linear(xn, w.w_k, w.b_k).view({B, P, Hkv, dh});
+  at::Tensor v = linear(xn, w.w_v, w.b_v).view({B, P, Hkv, dh});
+  if (Hkv != H) {  // grouped-query: one copy per query head, so each head's share is addressable
+    k = k.repeat_interleave(H / Hkv, 2);
+    v = v.repeat_interleave(H / Hkv, 2);
+  }
+  if (rec) {
+    if (grads) {
+      q.retain_grad();
+      k.retain_grad();
+      v.retain_grad();
+    }
+    rec->q = q;
+    rec->k = k;
+    rec->v = v;
+  }
+  if (rotary) {
+    q = apply_rotary(m, q);
+    k = apply_rotary(m, k);
+  }
+  const auto ct = compute_type(m);
+  at::Tensor scores = at::matmul(q.transpose(1, 2).to(ct), k.transpose(1, 2).transpose(2, 3).to(ct));
+  if (scale != 1.0) scores = scores * scale;  // [B,H,P,P]
+  const auto opts = at::TensorOptions().dtype(at::kLong).device(xn.device());
+  const at::Tensor i = at::arange(P, opts).view({P, 1}), j = at::arange(P, opts).view({1, P});
+  at::Tensor allowed = j <= i;
+  if (mask.local) allowed = allowed & ((i - j) < mask.window);
+  scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  const at::Tensor probs = at::softmax(scores, -1).to(m.dtype);
+  const at::Tensor z = at::matmul(probs, v.transpose(1, 2)).transpose(1, 2);  // [B,P,H,dh]
+  if (rec) rec->z = z;
+  return linear(z.reshape({B, P, H * dh}), w.w_o, w.b_o);
+}
+
+at::Tensor gelu_mlp(const LayerWeights& w, const at::Tensor& xn) {
+  return at::linear(at::gelu(at::linear(xn, w.w_fc, w.b_fc), "tanh"), w.w_proj, w.b_proj);
+}
+
+at::Tensor gated_mlp(const LayerWeights& w, const at::Tensor& xn) {
+  return at::linear(at::silu(at::linear(xn, w.w_gate)) * at::linear(xn, w.w_up), w.w_down);
+}
+
+}  // namespace teap::model

@@ -1,0 +1,43 @@
+// Shared building blocks of the three architectures (internal to model/): norms, rotary
+// embedding, causal attention, the two MLP kinds. A layer file composes them so that it reads
+// like the architecture.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "model/model.hpp"
+
+namespace teap::model {
+
+// The type norms and softmax run in: float32, or float64 for a float64 model.
+inline c10::ScalarType compute_type(const Model& m) {
+  return m.dtype == c10::kDouble ? c10::kDouble : c10::kFloat;
+}
+
+at::Tensor layer_norm(const Model& m, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
+at::Tensor rms_norm(const Model& m, const at::Tensor& x, const at::Tensor& w);
+
+// x [B,P,H,d_head] rotated by position (the "rotate half" layout).
+at::Tensor apply_rotary(const Model& m, const at::Tensor& x);
+
+// Which keys a query may see: causal, and for a local layer only the last `window` positions.
+struct AttentionMask {
+  bool local = false;
+  int window = 0;
+};
+
+// Attention of layer `l` on its normed input xn [B,P,d]: Q/K/V projections, rotary when the
+// family uses it, causal softmax, W_O. Records q/k/v/z into `rec` when given, retaining the
+// gradients of q/k/v when `grads`.
+at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, bool rotary,
+                     AttentionMask mask, LayerRecord* rec, bool grads);
+
+at::Tensor gelu_mlp(const LayerWeights& w, const at::Tensor& xn);   // c_proj(gelu_new(c_fc(x)))
+at::Tensor gated_mlp(const LayerWeights& w, const at::Tensor& xn);  // down(silu(gate(x)) * up(x))
+
+// The per-family layers and embeddings (gpt_neo.cpp, llama.cpp).
+at::Tensor gpt_neo_embed(const Model& m, const at::Tensor& ids);
+at::Tensor gpt_neo_layer(const Model& m, int l, const at::Tensor& x, LayerRecord* rec, bool grads);
+at::Tensor llama_layer(const Model& m, int l, const at::Tensor& x, LayerRecord* rec, bool grads);
+
+}  // namespace teap::model

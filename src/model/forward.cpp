@@ -1,0 +1,86 @@
+// The forward pass over all layers, the unembedding, and the per-layer norm lookup.
+#include "model/blocks.hpp"
+
+namespace teap::model {
+
+at::Tensor apply_norm(const Model& m, int layer, int which, const at::Tensor& x) {
+  const auto& wt = m.weights;
+  const bool final_norm = layer == m.config.n_layers;
+  const at::Tensor& w = final_norm ? wt.ln_f_w : which == 1 ? wt.layers[layer].ln1_w : wt.layers[layer].ln2_w;
+  const at::Tensor& b = final_norm ? wt.ln_f_b : which == 1 ? wt.layers[layer].ln1_b : wt.layers[layer].ln2_b;
+  return m.config.family == Family::GptNeo ? layer_norm(m, x, w, b) : rms_norm(m, x, w);
+}
+
+at::Tensor norm_vjp(const Model& m, int layer, int which, const at::Tensor& x, const at::Tensor& gy) {
+  const auto& wt = m.weights;
+  const bool final_norm = layer == m.config.n_layers;
+  const auto ct = compute_type(m);
+  const at::Tensor w = (final_norm ? wt.ln_f_w : which == 1 ? wt.layers[layer].ln1_w : wt.layers[layer].ln2_w).to(ct);
+  const at::Tensor h = x.detach().to(ct);
+  const at::Tensor g = gy.to(ct) * w;  // gradient at the normalised value
+  const double eps = m.config.norm_eps;
+  if (m.config.family == Family::GptNeo) {
+    // LayerNorm: xhat = (x - mean) / sigma; dx = (g - mean(g) - xhat * mean(g * xhat)) / sigma.
+    const at::Tensor mu = h.mean(-1, true);
+    const at::Tensor rstd = at::rsqrt((h - mu).pow(2).mean(-1, true) + eps);
+    const at::Tensor xhat = (h - mu) * rstd;
+    return (g - g.mean(-1, true) - xhat * (g * xhat).mean(-1, true)) * rstd;
+  }
+  // RMSNorm: xhat = x / rms; dx = (g - xhat * mean(g * xhat)) / rms.
+  const at::Tensor rinv = at::rsqrt(h.pow(2).mean(-1, true) + eps);
+  const at::Tensor xhat = h * rinv;
+  return (g - xhat * (g * xhat).mean(-1, true)) * rinv;
+}
+
+at::Tensor forward(const Model& m, const at::Tensor& ids, ActivationRecord* record) {
+  TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == at::kLong, "forward: ids must be [B,P] int64");
+  const bool neo = m.config.family == Family::GptNeo;
+  const at::Tensor dev_ids = ids.to(m.device);
+  at::Tensor x = neo ? gpt_neo_embed(m, dev_ids) : at::embedding(m.weights.wte, dev_ids);
+  const bool grads = record && record->with_grads;
+  if (grads) x = x.detach().requires_grad_(true);  // the root of the graph: weights take no grads
+  if (record) {
+    record->embed = x;
+    record->layers.assign(m.config.n_layers, LayerRecord{});
+  }
+  for (int l = 0; l < m.config.n_layers; ++l) {
+    LayerRecord* rec = record ? &record->layers[l] : nullptr;
+    x = neo ? gpt_neo_layer(m, l, x, rec, grads) : llama_layer(m, l, x, rec, grads);
+  }
+  if (grads) x.retain_grad();
+  if (record) record->resid_final = x;
+  return apply_norm(m, m.config.n_layers, 0, x);
+}
+
+at::Tensor last_position_logits(const Model& m, const at::Tensor& hidden, const at::Tensor& tokens) {
+  const int64_t B = hidden.size(0), K = tokens.size(1);
+  const at::Tensor last = hidden.select(1, hidden.size(1) - 1).to(m.dtype);             // [B,d]
+  const at::Tensor rows = m.weights.lm_head.index_select(0, tokens.reshape({-1}).to(m.device))
+                              .view({B, K, -1});                                        // [B,K,d]
+  return at::matmul(rows, last.unsqueeze(2)).squeeze(2).to(compute_type(m));            // [B,K]
+}
+
+at::Tensor full_logits(const Model& m, const at::Tensor& hidden) {
+  return at::matmul(hidden.to(m.dtype), m.weights.lm_head.t()).to(compute_type(m));
+}
+
+int64_t parameter_count(const Model& m) {
+  int64_t n = 0;
+  auto add = [&](const at::Tensor& t) {
+    if (t.defined()) n += t.numel();
+  };
+  const auto& w = m.weights;
+  add(w.wte);
+  add(w.wpe);
+  add(w.ln_f_w);
+  add(w.ln_f_b);
+  if (!w.lm_head.is_same(w.wte)) add(w.lm_head);
+  for (const auto& l : w.layers)
+    for (const at::Tensor* t : {&l.ln1_w, &l.ln1_b, &l.w_q, &l.w_k, &l.w_v, &l.b_q, &l.b_k, &l.b_v, &l.w_o,
+                                &l.b_o, &l.ln2_w, &l.ln2_b, &l.w_fc, &l.b_fc, &l.w_proj, &l.b_proj,
+                                &l.w_gate, &l.w_up, &l.w_down})
+      add(*t);
+  return n;
+}
+
+}  // namespace teap::model

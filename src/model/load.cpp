@@ -1,0 +1,182 @@
+// Loads a Hugging Face folder into Model: config, safetensors tensors by their Hugging Face names,
+// each checked against the shape the config implies, converted to the run's dtype and device.
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "model/hf_cache.hpp"
+#include "model/model.hpp"
+#include "model/params.hpp"
+#include "model/safetensors.hpp"
+#include "util/error.hpp"
+
+namespace teap::model {
+namespace {
+
+c10::ScalarType torch_type(DType t, const TensorView& v) {
+  switch (t) {
+    case DType::F32: return c10::kFloat;
+    case DType::F16: return c10::kHalf;
+    case DType::BF16: return c10::kBFloat16;
+    case DType::F64: return c10::kDouble;
+    default: fail_input(v.file, "tensor '" + v.name + "' has dtype " + dtype_name(t) + ", expected a float type");
+  }
+}
+
+struct Loader {
+  const Checkpoint& ckpt;
+  const Model& m;
+
+  at::Tensor take(const std::string& name, std::vector<int64_t> shape) const {
+    const TensorView& v = ckpt.get(name);
+    if (v.shape != shape)
+      fail_input(v.file, "tensor '" + name + "' has shape " + shape_string(v.shape) + ", the config implies " +
+                             shape_string(shape));
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(torch_type(v.dtype, v)));
+    std::memcpy(t.data_ptr(), v.data, v.nbytes);  // the mapping may be unaligned: copy first
+    return t.to(m.device, m.dtype);
+  }
+  at::Tensor maybe(const std::string& name, std::vector<int64_t> shape) const {
+    return ckpt.find(name) ? take(name, shape) : at::Tensor();
+  }
+};
+
+c10::ScalarType parse_dtype(const std::string& s) {
+  if (s == "float32" || s == "fp32") return c10::kFloat;
+  if (s == "bfloat16" || s == "bf16") return c10::kBFloat16;
+  if (s == "float64" || s == "fp64") return c10::kDouble;
+  throw InputError("dtype '" + s + "' is not supported (float32, bfloat16, float64)");
+}
+
+c10::Device parse_device(const std::string& s) {
+  try {
+    c10::Device d(s);
+    if (d.is_cuda() && !at::hasCUDA()) throw InputError("device '" + s + "': this LibTorch build or machine has no CUDA");
+    if (!d.is_cpu() && !d.is_cuda()) throw InputError("device '" + s + "' is not supported (cpu, cuda, cuda:N)");
+    return d;
+  } catch (const c10::Error&) {
+    throw InputError("device '" + s + "' is not a device name (cpu, cuda, cuda:N)");
+  }
+}
+
+// Llama-3's rescaling of the rotary frequencies (long wavelengths slowed by `factor`, a smooth
+// blend between the low and high frequency bounds), as in Hugging Face's _compute_llama3_parameters.
+at::Tensor rope_frequencies(const ModelConfig& c) {
+  const int64_t half = c.d_head / 2;
+  std::vector<double> inv(half);
+  for (int64_t i = 0; i < half; ++i) inv[i] = 1.0 / std::pow(c.rope_theta, (2.0 * i) / c.d_head);
+  if (c.rope_scaling && c.rope_scaling->type == "llama3") {
+    const auto& r = *c.rope_scaling;
+    const double low_wavelen = r.original_max_position_embeddings / r.low_freq_factor;
+    const double high_wavelen = r.original_max_position_embeddings / r.high_freq_factor;
+    for (auto& f : inv) {
+      const double wavelen = 2 * M_PI / f;
+      if (wavelen > low_wavelen) {
+        f = f / r.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (r.original_max_position_embeddings / wavelen - r.low_freq_factor) /
+                              (r.high_freq_factor - r.low_freq_factor);
+        f = (1 - smooth) * f / r.factor + smooth * f;
+      }
+    }
+  }
+  // Hugging Face computes these in float32; keep that rounding so positions rotate identically.
+  at::Tensor t = at::empty({half}, at::kFloat);
+  for (int64_t i = 0; i < half; ++i) t[i] = static_cast<float>(inv[i]);
+  return t;
+}
+
+}  // namespace
+
+std::vector<NamedParam> parameter_table(Model& m) {
+  const ModelConfig& c = m.config;
+  Weights& w = m.weights;
+  w.layers.resize(c.n_layers);
+  const int64_t d = c.d_model, V = c.vocab_size, qd = int64_t(c.n_heads) * c.d_head,
+                kvd = int64_t(c.n_kv_heads) * c.d_head, f = c.d_mlp;
+  using K = ParamKind;
+  std::vector<NamedParam> t;
+  if (c.family == Family::GptNeo) {
+    t.push_back({"transformer.wte.weight", &w.wte, {V, d}, K::Embedding});
+    t.push_back({"transformer.wpe.weight", &w.wpe, {c.max_positions, d}, K::Embedding});
+    for (int l = 0; l < c.n_layers; ++l) {
+      const std::string p = "transformer.h." + std::to_string(l) + ".";
+      auto& lw = w.layers[l];
+      t.push_back({p + "ln_1.weight", &lw.ln1_w, {d}, K::NormWeight});
+      t.push_back({p + "ln_1.bias", &lw.ln1_b, {d}, K::NormBias});
+      t.push_back({p + "attn.attention.q_proj.weight", &lw.w_q, {qd, d}, K::Matrix});
+      t.push_back({p + "attn.attention.k_proj.weight", &lw.w_k, {kvd, d}, K::Matrix});
+      t.push_back({p + "attn.attention.v_proj.weight", &lw.w_v, {kvd, d}, K::Matrix});
+      t.push_back({p + "attn.attention.out_proj.weight", &lw.w_o, {d, qd}, K::Matrix});
+      t.push_back({p + "attn.attention.out_proj.bias", &lw.b_o, {d}, K::Bias});
+      t.push_back({p + "ln_2.weight", &lw.ln2_w, {d}, K::NormWeight});
+      t.push_back({p + "ln_2.bias", &lw.ln2_b, {d}, K::NormBias});
+      t.push_back({p + "mlp.c_fc.weight", &lw.w_fc, {f, d}, K::Matrix});
+      t.push_back({p + "mlp.c_fc.bias", &lw.b_fc, {f}, K::Bias});
+      t.push_back({p + "mlp.c_proj.weight", &lw.w_proj, {d, f}, K::Matrix});
+      t.push_back({p + "mlp.c_proj.bias", &lw.b_proj, {d}, K::Bias});
+    }
+    t.push_back({"transformer.ln_f.weight", &w.ln_f_w, {d}, K::NormWeight});
+    t.push_back({"transformer.ln_f.bias", &w.ln_f_b, {d}, K::NormBias});
+  } else {
+    t.push_back({"model.embed_tokens.weight", &w.wte, {V, d}, K::Embedding});
+    for (int l = 0; l < c.n_layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      auto& lw = w.layers[l];
+      t.push_back({p + "input_layernorm.weight", &lw.ln1_w, {d}, K::NormWeight});
+      t.push_back({p + "self_attn.q_proj.weight", &lw.w_q, {qd, d}, K::Matrix});
+      t.push_back({p + "self_attn.k_proj.weight", &lw.w_k, {kvd, d}, K::Matrix});
+      t.push_back({p + "self_attn.v_proj.weight", &lw.w_v, {kvd, d}, K::Matrix});
+      if (c.qkv_bias) {
+        t.push_back({p + "self_attn.q_proj.bias", &lw.b_q, {qd}, K::Bias});
+        t.push_back({p + "self_attn.k_proj.bias", &lw.b_k, {kvd}, K::Bias});
+        t.push_back({p + "self_attn.v_proj.bias", &lw.b_v, {kvd}, K::Bias});
+      }
+      t.push_back({p + "self_attn.o_proj.weight", &lw.w_o, {d, qd}, K::Matrix});
+      t.push_back({p + "post_attention_layernorm.weight", &lw.ln2_w, {d}, K::NormWeight});
+      t.push_back({p + "mlp.gate_proj.weight", &lw.w_gate, {f, d}, K::Matrix});
+      t.push_back({p + "mlp.up_proj.weight", &lw.w_up, {f, d}, K::Matrix});
+      t.push_back({p + "mlp.down_proj.weight", &lw.w_down, {d, f}, K::Matrix});
+    }
+    t.push_back({"model.norm.weight", &w.ln_f_w, {d}, K::NormWeight});
+  }
+  t.push_back({"lm_head.weight", &w.lm_head, {V, d}, K::Embedding, c.tie_word_embeddings});
+  return t;
+}
+
+Model load_model(const std::string& name_or_path, const LoadOptions& options, const std::string& revision) {
+  Model m;
+  m.path = resolve_model_path(name_or_path, revision);
+  m.dtype = parse_dtype(options.dtype);
+  m.device = parse_device(options.device);
+  m.config = parse_config(m.path + "/config.json");
+  const ModelConfig& c = m.config;
+  if (c.rope_scaling && c.rope_scaling->type != "llama3" && c.rope_scaling->type != "default")
+    fail_input(m.path + "/config.json", "rope_scaling type '" + c.rope_scaling->type + "' is not supported (llama3)");
+  const Checkpoint ckpt = Checkpoint::open(m.path);
+  const Loader L{ckpt, m};
+  for (const NamedParam& p : parameter_table(m)) *p.slot = p.optional ? L.maybe(p.name, p.shape) : L.take(p.name, p.shape);
+  Weights& w = m.weights;
+  const int64_t V = c.vocab_size;
+  // A checkpoint's own lm_head wins; otherwise the unembedding is the token embedding.
+  if (!w.lm_head.defined()) w.lm_head = w.wte;
+  if (c.family != Family::GptNeo) w.rope_inv_freq = rope_frequencies(c).to(m.device);
+
+  if (options.trim_vocab_to > 0 && options.trim_vocab_to < V) {
+    const bool tied = w.lm_head.is_same(w.wte);
+    w.wte = w.wte.narrow(0, 0, options.trim_vocab_to).contiguous();
+    w.lm_head = tied ? w.wte : w.lm_head.narrow(0, 0, options.trim_vocab_to).contiguous();
+    m.trimmed_rows = static_cast<int>(V - options.trim_vocab_to);
+    m.config.vocab_size = options.trim_vocab_to;
+    spdlog::info("vocabulary trim: dropped the last {} row(s) of the embedding and unembedding ({} -> {})",
+                 m.trimmed_rows, V, options.trim_vocab_to);
+  } else if (options.trim_vocab_to > V) {
+    fail_input(m.path, "cannot trim the vocabulary to " + std::to_string(options.trim_vocab_to) +
+                           " rows: the checkpoint has only " + std::to_string(V));
+  }
+  return m;
+}
+
+}  // namespace teap::model

@@ -1,0 +1,78 @@
+// Owns a loaded model and its forward pass. The forward pass can fill an ActivationRecord with
+// what attribution needs (head outputs before W_O, MLP outputs, and tensors whose gradients are
+// the gradients at each head's Q/K/V input and each MLP's input); it never knows about edges.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "model/config.hpp"
+#include "model/weights.hpp"
+
+namespace teap::model {
+
+struct Model {
+  ModelConfig config;
+  Weights weights;
+  c10::Device device = c10::kCPU;
+  c10::ScalarType dtype = c10::kFloat;  // activations and matmuls; norms and softmax in float32
+  std::string path;                     // the folder it was loaded from
+  int trimmed_rows = 0;                 // vocabulary rows dropped by the trim
+};
+
+struct LoadOptions {
+  std::string device = "cpu";   // "cpu", "cuda", "cuda:N"
+  std::string dtype = "float32";  // "float32", "bfloat16", "float64" (float64 for tests)
+  int trim_vocab_to = 0;          // > 0: keep only the first rows of wte / lm_head
+};
+
+// `name_or_path` is a model folder or a repository id in the offline Hugging Face cache.
+Model load_model(const std::string& name_or_path, const LoadOptions& options = {},
+                 const std::string& revision = "");
+
+// What one layer's forward pass leaves for attribution. Tensors marked (grad) have had
+// retain_grad() called when the record asks for gradients: after a backward pass their .grad()
+// is the gradient of the loss at that point.
+struct LayerRecord {
+  at::Tensor resid_pre;  // [B,P,d_model] residual stream entering the layer (input of norm 1)
+  at::Tensor resid_mid;  // [B,P,d_model] residual stream entering the MLP (input of norm 2)
+  at::Tensor z;          // [B,P,H,d_head] each query head's attention-weighted values, before W_O
+  at::Tensor mlp_out;    // [B,P,d_model] MLP output, bias included
+  at::Tensor q;          // (grad) [B,P,H,d_head] Q projection output per query head, before rotary
+  at::Tensor k, v;       // (grad) [B,P,H,d_head] K/V projection output repeated per query head
+                         //        (grouped-query), before rotary; bias included
+  at::Tensor mlp_in;     // (grad) [B,P,d_model] norm 2's output, the MLP's input
+};
+
+struct ActivationRecord {
+  bool with_grads = false;     // ask for the (grad) tensors
+  at::Tensor embed;            // [B,P,d_model] token (+ position) embedding entering layer 0
+  std::vector<LayerRecord> layers;
+  at::Tensor resid_final;      // (grad) [B,P,d_model] residual stream before the final norm
+};
+
+// Runs the model on `ids` ([B,P] int64, every row the same length, no padding) and returns the
+// final-normed residual stream [B,P,d_model] in float32. Fills `record` when given.
+at::Tensor forward(const Model& m, const at::Tensor& ids, ActivationRecord* record = nullptr);
+
+// Logits of the given tokens at the last position: `hidden` [B,P,d], `tokens` [B,K] -> [B,K].
+// Only those K rows of the unembedding are used.
+at::Tensor last_position_logits(const Model& m, const at::Tensor& hidden, const at::Tensor& tokens);
+// Full logits [B,P,vocab] (for completion and tests).
+at::Tensor full_logits(const Model& m, const at::Tensor& hidden);
+
+// The normalisation of layer `layer`'s block `which` (1: before attention, 2: before the MLP;
+// layer == n_layers: the final norm) applied to x [..., d_model], in float32.
+at::Tensor apply_norm(const Model& m, int layer, int which, const at::Tensor& x);
+
+// The vector-Jacobian product of that norm at x [B,P,d]: the gradient at its input for an output
+// gradient gy [..., B,P,d] (leading dimensions broadcast, so many cotangents go in one call).
+// Computed analytically in the norm's compute type; x is not differentiated through.
+at::Tensor norm_vjp(const Model& m, int layer, int which, const at::Tensor& x, const at::Tensor& gy);
+
+// Number of parameters, and the dtype the checkpoint stored them in.
+int64_t parameter_count(const Model& m);
+
+}  // namespace teap::model

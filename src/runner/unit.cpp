@@ -1,0 +1,44 @@
+#include "runner/unit.hpp"
+
+#include "util/error.hpp"
+
+namespace teap::runner {
+
+eap::BatchInput batch_input(const tinysql::Batch& batch) {
+  eap::BatchInput in;
+  in.n_prompts = static_cast<int>(batch.examples.size());
+  in.n_positions = batch.input_length;
+  for (const auto& e : batch.examples) {
+    in.clean_ids.insert(in.clean_ids.end(), e.clean_input_ids.begin(), e.clean_input_ids.end());
+    in.corrupt_ids.insert(in.corrupt_ids.end(), e.corrupt_input_ids.begin(), e.corrupt_input_ids.end());
+    in.clean_answer.push_back(e.clean_token_id);
+    in.corrupt_answer.push_back(e.corrupt_token_id);
+    in.expected.push_back(e.answer_token_id);
+  }
+  return in;
+}
+
+CellResult reduce_cell(const eap::Graph& g, const std::vector<const eap::BatchScores*>& batches, int top_n,
+                       bool signed_rank) {
+  CellResult r;
+  if (batches.empty()) throw InputError("cell: no batches to reduce");
+  r.baselines = eap::baselines(batches);
+  if (r.baselines.degenerate())
+    throw InputError("cell is degenerate: " + r.baselines.describe() +
+                     "; the normalisation divides by LD_clean - LD_corr, so no score is defined");
+  int correct = 0, prompts = 0;
+  std::vector<const float*> scores;
+  for (const auto* b : batches) {
+    r.clean_metric += eap::normalised_metric(b->clean_ld, r.baselines) / batches.size();
+    r.corrupt_metric += eap::normalised_metric(b->corrupt_ld, r.baselines) / batches.size();
+    correct += b->clean_correct;
+    prompts += b->n_prompts;
+    scores.push_back(b->scores.data());
+    r.n_positions = b->n_positions;
+  }
+  r.clean_accuracy = prompts ? double(correct) / prompts : 0.0;
+  r.edges = eap::consistent_edges(g, scores, 1.0 / r.baselines.denominator(), top_n, signed_rank);
+  return r;
+}
+
+}  // namespace teap::runner
