@@ -19,5 +19,7 @@ Run add_make_model_command(CLI::App& app);
 Run add_inspect_command(CLI::App& app);
 Run add_complete_command(CLI::App& app);
 Run add_attribute_command(CLI::App& app);
+Run add_train_command(CLI::App& app);
+Run add_eval_command(CLI::App& app);
 
 }  // namespace teap::cli

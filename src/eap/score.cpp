@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <chrono>
+#include <vector>
+
 #include "model/model.hpp"
 #include "util/error.hpp"
 
@@ -30,8 +33,33 @@ std::vector<double> to_vector(const at::Tensor& t) {
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
+// Marks phase boundaries; a no-op without a profile.
+struct PhaseClock {
+  ScoreProfile* profile;
+  std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
+  void lap(double ScoreProfile::*field) {
+    if (!profile) return;
+    const auto now = std::chrono::steady_clock::now();
+    profile->*field += std::chrono::duration<double>(now - last).count();
+    last = now;
+  }
+};
+
 at::Tensor grad_or_zeros(const at::Tensor& t) {
   return t.grad().defined() ? t.grad() : at::zeros_like(t);
+}
+
+// The first position at which some prompt's clean and corrupt ids differ, at most P - 1 (the
+// last position is always computed: the metric reads it).
+int64_t first_difference(const BatchInput& in) {
+  int64_t first = in.n_positions - 1;
+  for (int i = 0; i < in.n_prompts; ++i)
+    for (int64_t p = 0; p < first; ++p)
+      if (in.clean_ids[i * in.n_positions + p] != in.corrupt_ids[i * in.n_positions + p]) {
+        first = p;
+        break;
+      }
+  return first;
 }
 
 }  // namespace
@@ -64,7 +92,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   if (g.n_layers != c.n_layers || g.n_heads != c.n_heads)
     throw InputError("graph of " + std::to_string(g.n_layers) + " layers x " + std::to_string(g.n_heads) +
                      " heads does not fit the model (" + std::to_string(c.n_layers) + " x " + std::to_string(c.n_heads) + ")");
-  const int64_t B = in.n_prompts, P = in.n_positions, N = B * P, d = c.d_model, H = c.n_heads, dh = c.d_head;
+  const int64_t B = in.n_prompts, P = in.n_positions, d = c.d_model, H = c.n_heads, dh = c.d_head;
   const auto ct = m.dtype == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor clean_tok = as_tensor(in.clean_answer, B, 1).view({-1}).to(m.device);
   const at::Tensor corrupt_tok = as_tensor(in.corrupt_answer, B, 1).view({-1}).to(m.device);
@@ -75,27 +103,47 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   out.n_prompts = static_cast<int>(B);
   out.n_positions = static_cast<int>(P);
 
-  model::ActivationRecord corrupt;
-  {
+  PhaseClock clock{options.profile};
+  // Before the first position where a clean and a corrupt prompt differ, the two runs are equal
+  // (causal attention), every activation difference there is zero, and no gradient flows from
+  // there to a later position. So the common prefix runs once, without gradients, and both runs
+  // compute only the positions from `start` on, attending to the prefix's keys and values.
+  const int64_t start = first_difference(in);
+  const int64_t Ps = P - start, N = B * Ps;
+  const at::Tensor clean_ids = as_tensor(in.clean_ids, B, P);
+  model::ActivationRecord prefix;
+  if (start > 0) {
     at::NoGradGuard no_grad;
-    const at::Tensor hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &corrupt);
-    out.corrupt_ld = to_vector(logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing));
+    model::forward(m, clean_ids.narrow(1, 0, start), &prefix);
   }
+  const model::ActivationRecord* before = start > 0 ? &prefix : nullptr;
 
   model::ActivationRecord clean;
   clean.with_grads = true;
   {
     at::AutoGradMode grad_on(true);
-    const at::Tensor hidden = model::forward(m, as_tensor(in.clean_ids, B, P), &clean);
+    const at::Tensor hidden = model::forward(m, clean_ids, &clean, start, before);
     const at::Tensor ld = logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing);
-    ld.mean().backward();  // gradient of the batch's mean LD: S_b is a mean over prompts
     out.clean_ld = to_vector(ld);
+    clock.lap(&ScoreProfile::clean_forward);
+    ld.mean().backward();  // gradient of the batch's mean LD: S_b is a mean over prompts
+    clock.lap(&ScoreProfile::backward);
     at::NoGradGuard no_grad;
-    const at::Tensor last = model::full_logits(m, hidden.detach().narrow(1, P - 1, 1)).squeeze(1);  // [B,V]
+    const at::Tensor last = model::full_logits(m, hidden.detach().narrow(1, Ps - 1, 1)).squeeze(1);  // [B,V]
     const at::Tensor expected =
         in.expected.empty() ? clean_tok : as_tensor(in.expected, B, 1).view({-1}).to(m.device);
     out.clean_correct = static_cast<int>((last.argmax(-1) == expected).sum().item<int64_t>());
+    clock.lap(&ScoreProfile::accuracy);
   }
+
+  model::ActivationRecord corrupt;
+  {
+    at::NoGradGuard no_grad;
+    const at::Tensor hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &corrupt, start, before);
+    out.corrupt_ld = to_vector(logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing));
+  }
+  clock.lap(&ScoreProfile::corrupt_forward);
+  // Both records cover positions [start, P): N = B * Ps rows of d features.
 
   at::NoGradGuard no_grad;
   // Upstream differences a_u_clean - a_u_corrupt, one row per upstream node: A [U, N, d].
@@ -111,39 +159,65 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   }
   if (g.input_up() >= 0) A.select(0, g.input_up()).copy_((clean.embed.detach() - corrupt.embed).to(ct).reshape({N, d}));
   const at::Tensor A2 = A.view({U, N * d});
+  clock.lap(&ScoreProfile::differences);
 
   at::Tensor S = at::zeros({U, g.n_downstream()}, at::TensorOptions().dtype(ct).device(m.device));
-  // Scores of the rows [0, rows) and the input row into the columns whose gradients G [k, N*d] hold.
-  auto contract = [&](int64_t rows, const at::Tensor& G, int64_t col0, int64_t ncols) {
-    if (rows > 0) S.narrow(0, 0, rows).narrow(1, col0, ncols).copy_(at::matmul(A2.narrow(0, 0, rows), G.t()));
-    if (g.input_up() >= 0) S.select(0, g.input_up()).narrow(0, col0, ncols).copy_(at::matmul(G, A2.select(0, g.input_up())));
-  };
+  const int64_t in_row = g.input_up();
+  const bool layer_norm = c.family == model::Family::GptNeo;
+
   for (int b = 0; b < c.n_layers; ++b) {
     const auto& rc = clean.layers[b];
     const auto& w = m.weights.layers[b];
-    if (g.heads_down()) {
-      // Gradient at each query head's private copy of the residual stream: the norm's VJP of
-      // dq_h . W_Q[h] (and likewise K, V with the shared key/value head of h's group).
+    const int64_t rows = int64_t(b) * (H + 1);    // upstream nodes of earlier layers
+    const int64_t rows_m = rows + H;              // ... and this layer's heads, which feed its MLP
+    const bool head_cols = g.heads_down() && (rows > 0 || in_row >= 0);
+    const int64_t K = head_cols ? 3 * H + 1 : 1;  // gradient rows: q, k, v per query head, then the MLP
+    at::Tensor Gall = at::empty({K, N, d}, A.options());
+    // The MLP's input: the norm's VJP of the gradient at the MLP's normalised input.
+    Gall.select(0, K - 1).copy_(model::norm_vjp(m, b, 2, rc.resid_mid.detach(), grad_or_zeros(rc.mlp_in).detach()).reshape({N, d}));
+    if (head_cols) {
+      // Query head h's private copy of the residual stream gets the norm's VJP of
+      // g_h = dproj_h . W[h]: with gw = rstd * (g_h * w), VJP = gw - mean_d(gw) - xhat * mean_d(gw * xhat)
+      // (no mean term for RMSNorm). Folding rstd into dproj and w into W makes gw one batched
+      // product; the two mean terms are then subtracted in place.
+      const at::Tensor x = rc.resid_pre.detach().to(ct).reshape({N, d});
+      const at::Tensor mu = layer_norm ? x.mean(-1, true) : at::zeros({N, 1}, x.options());
+      const at::Tensor rstd = at::rsqrt((x - mu).pow(2).mean(-1, true) + c.norm_eps);  // [N,1]
+      const at::Tensor xhat = (x - mu) * rstd;                                         // [N,d]
+      const at::Tensor norm_w = w.ln1_w.to(ct);
       const int64_t group = H / c.n_kv_heads;
-      auto per_head = [&](const at::Tensor& proj_out, const at::Tensor& weight, int64_t rows_per_head_group) {
-        const at::Tensor dg = grad_or_zeros(proj_out).to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh});
-        at::Tensor wh = weight.to(ct).view({-1, dh, d});
-        if (rows_per_head_group > 1) wh = wh.repeat_interleave(rows_per_head_group, 0);
-        return at::bmm(dg, wh);  // [H, N, d]
+      auto heads = [&](int slot, const at::Tensor& proj, const at::Tensor& weight, int64_t repeat) {
+        at::Tensor wh = weight.to(ct).view({-1, dh, d}) * norm_w;  // [heads, dh, d]
+        if (repeat > 1) wh = wh.repeat_interleave(repeat, 0);      // per query head
+        const at::Tensor dp = grad_or_zeros(proj).detach().to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh}) * rstd.unsqueeze(0);
+        at::Tensor gw = Gall.narrow(0, slot * H, H);
+        at::bmm_out(gw, dp, wh);                                                           // [H,N,d]
+        // m2[h,n] = mean_d gw[h,n,d] * xhat[n,d]: a batched product over positions.
+        const at::Tensor m2 = at::bmm(gw.transpose(0, 1), xhat.unsqueeze(2)).squeeze(2).t() / d;  // [H,N]
+        gw.addcmul_(m2.unsqueeze(2), xhat.unsqueeze(0), -1.0);
+        if (layer_norm) gw.sub_(at::bmm(dp, wh.mean(-1, true)));  // mean_d gw = dp . mean_d(wh): [H,N,1]
       };
-      const at::Tensor gy = at::cat({per_head(rc.q, w.w_q, 1), per_head(rc.k, w.w_k, group), per_head(rc.v, w.w_v, group)})
-                                .view({3 * H, B, P, d});
-      const at::Tensor G = model::norm_vjp(m, b, 1, rc.resid_pre, gy).reshape({3 * H, N * d});
-      contract(int64_t(b) * (H + 1), G, g.q_down(b, 0), 3 * H);
+      heads(0, rc.q, w.w_q, 1);
+      heads(1, rc.k, w.w_k, group);
+      heads(2, rc.v, w.w_v, group);
     }
-    const at::Tensor Gm = model::norm_vjp(m, b, 2, rc.resid_mid, grad_or_zeros(rc.mlp_in)).reshape({1, N * d});
-    contract(int64_t(b) * (H + 1) + H, Gm, g.mlp_down(b), 1);
+    const at::Tensor G = Gall.view({K, N * d});
+    // One pass over the upstream differences per layer: every column of the layer at once.
+    const at::Tensor term = at::matmul(A2.narrow(0, 0, rows_m), G.t());  // [rows_m, K]
+    S.narrow(0, 0, rows_m).select(1, g.mlp_down(b)).copy_(term.select(1, K - 1));
+    if (head_cols && rows > 0) S.narrow(0, 0, rows).narrow(1, g.q_down(b, 0), 3 * H).copy_(term.narrow(0, 0, rows).narrow(1, 0, 3 * H));
+    if (in_row >= 0) {
+      const at::Tensor t_in = at::mv(G, A2.select(0, in_row));  // [K]
+      S.select(0, in_row).select(0, g.mlp_down(b)).copy_(t_in.select(0, K - 1));
+      if (head_cols) S.select(0, in_row).narrow(0, g.q_down(b, 0), 3 * H).copy_(t_in.narrow(0, 0, 3 * H));
+    }
   }
   if (g.logits_down() >= 0) {
-    const at::Tensor Gl = grad_or_zeros(clean.resid_final).to(ct).reshape({1, N * d});
+    const at::Tensor Gl = grad_or_zeros(clean.resid_final).detach().to(ct).reshape({1, N * d});
     S.narrow(1, g.logits_down(), 1).copy_(at::matmul(A2, Gl.t()));
   }
   const at::Tensor Sf = S.to(at::kCPU, at::kFloat).contiguous();
+  clock.lap(&ScoreProfile::contraction);
   out.scores.assign(Sf.data_ptr<float>(), Sf.data_ptr<float>() + Sf.numel());
   return out;
 }

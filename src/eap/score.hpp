@@ -22,8 +22,14 @@ struct BatchInput {
   std::vector<int64_t> expected;  // [n_prompts] what the model should write (accuracy); empty: clean_answer
 };
 
+// Seconds spent in each phase of score_batch (for the benchmark).
+struct ScoreProfile {
+  double clean_forward = 0, backward = 0, accuracy = 0, corrupt_forward = 0, differences = 0, contraction = 0;
+};
+
 struct ScoreOptions {
   MetricPairing pairing = MetricPairing::Own;
+  ScoreProfile* profile = nullptr;  // filled when given
 };
 
 // Memory: the upstream differences of the batch [n_upstream, B*P, d_model] plus one downstream

@@ -15,10 +15,10 @@ at::Tensor rms_norm(const Model& m, const at::Tensor& x, const at::Tensor& w) {
   return w.to(ct) * normed.to(m.dtype).to(ct);
 }
 
-at::Tensor apply_rotary(const Model& m, const at::Tensor& x) {
+at::Tensor apply_rotary(const Model& m, const at::Tensor& x, int64_t pos0) {
   const auto ct = compute_type(m);
   const int64_t P = x.size(1), half = x.size(3) / 2;
-  const at::Tensor pos = at::arange(P, at::TensorOptions().dtype(ct).device(x.device()));
+  const at::Tensor pos = at::arange(pos0, pos0 + P, at::TensorOptions().dtype(ct).device(x.device()));
   const at::Tensor freqs = at::outer(pos, m.weights.rope_inv_freq.to(ct));  // [P, d_head/2]
   const at::Tensor emb = at::cat({freqs, freqs}, -1);                         // [P, d_head]
   const at::Tensor cos = emb.cos().to(x.scalar_type()).view({1, P, 1, 2 * half});
@@ -36,7 +36,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
 }  // namespace
 
 at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, bool rotary,
-                     AttentionMask mask, LayerRecord* rec, bool grads) {
+                     AttentionMask mask, const LayerContext& ctx) {
   const auto& c = m.config;
   const auto& w = m.weights.layers[l];
   const int64_t B = xn.size(0), P = xn.size(1), H = c.n_heads, Hkv = c.n_kv_heads, dh = c.d_head;
@@ -47,8 +47,15 @@ at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, 
     k = k.repeat_interleave(H / Hkv, 2);
     v = v.repeat_interleave(H / Hkv, 2);
   }
+  LayerRecord* rec = ctx.rec;
   if (rec) {
-    if (grads) {
+    if (ctx.grads && !xn.requires_grad()) {
+      // Nothing before this layer needs a gradient: the projections are the graph's roots, so
+      // the backward pass stops here instead of running on to the embedding.
+      q = q.detach().requires_grad_(true);
+      k = k.detach().requires_grad_(true);
+      v = v.detach().requires_grad_(true);
+    } else if (ctx.grads) {
       q.retain_grad();
       k.retain_grad();
       v.retain_grad();
@@ -57,15 +64,22 @@ at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, 
     rec->k = k;
     rec->v = v;
   }
+  if (ctx.prefix) {  // keys and values of positions [0, pos0) from the run that computed them
+    k = at::cat({ctx.prefix->k.detach().narrow(1, 0, ctx.pos0), k}, 1);
+    v = at::cat({ctx.prefix->v.detach().narrow(1, 0, ctx.pos0), v}, 1);
+  }
+  const int64_t key_pos0 = ctx.prefix ? 0 : ctx.pos0;
   if (rotary) {
-    q = apply_rotary(m, q);
-    k = apply_rotary(m, k);
+    q = apply_rotary(m, q, ctx.pos0);
+    k = apply_rotary(m, k, key_pos0);
   }
   const auto ct = compute_type(m);
   at::Tensor scores = at::matmul(q.transpose(1, 2).to(ct), k.transpose(1, 2).transpose(2, 3).to(ct));
-  if (scale != 1.0) scores = scores * scale;  // [B,H,P,P]
+  if (scale != 1.0) scores = scores * scale;  // [B,H,P,Pk]
   const auto opts = at::TensorOptions().dtype(at::kLong).device(xn.device());
-  const at::Tensor i = at::arange(P, opts).view({P, 1}), j = at::arange(P, opts).view({1, P});
+  const int64_t Pk = k.size(1);
+  const at::Tensor i = at::arange(ctx.pos0, ctx.pos0 + P, opts).view({P, 1});
+  const at::Tensor j = at::arange(key_pos0, key_pos0 + Pk, opts).view({1, Pk});
   at::Tensor allowed = j <= i;
   if (mask.local) allowed = allowed & ((i - j) < mask.window);
   scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());

@@ -17,8 +17,18 @@ inline c10::ScalarType compute_type(const Model& m) {
 at::Tensor layer_norm(const Model& m, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
 at::Tensor rms_norm(const Model& m, const at::Tensor& x, const at::Tensor& w);
 
-// x [B,P,H,d_head] rotated by position (the "rotate half" layout).
-at::Tensor apply_rotary(const Model& m, const at::Tensor& x);
+// x [B,P,H,d_head] rotated by position pos0 + p (the "rotate half" layout).
+at::Tensor apply_rotary(const Model& m, const at::Tensor& x, int64_t pos0 = 0);
+
+// How one layer runs: where it records, whether it keeps gradients, and, for a run that starts at
+// position pos0, the record of a run on the same tokens before pos0 (causal attention makes those
+// positions' keys and values equal), whose keys and values it attends to.
+struct LayerContext {
+  LayerRecord* rec = nullptr;
+  bool grads = false;
+  int64_t pos0 = 0;
+  const LayerRecord* prefix = nullptr;
+};
 
 // Which keys a query may see: causal, and for a local layer only the last `window` positions.
 struct AttentionMask {
@@ -27,17 +37,17 @@ struct AttentionMask {
 };
 
 // Attention of layer `l` on its normed input xn [B,P,d]: Q/K/V projections, rotary when the
-// family uses it, causal softmax, W_O. Records q/k/v/z into `rec` when given, retaining the
-// gradients of q/k/v when `grads`.
+// family uses it, causal softmax, W_O. Records q/k/v/z into ctx.rec when given, retaining the
+// gradients of q/k/v when ctx.grads.
 at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, bool rotary,
-                     AttentionMask mask, LayerRecord* rec, bool grads);
+                     AttentionMask mask, const LayerContext& ctx);
 
 at::Tensor gelu_mlp(const LayerWeights& w, const at::Tensor& xn);   // c_proj(gelu_new(c_fc(x)))
 at::Tensor gated_mlp(const LayerWeights& w, const at::Tensor& xn);  // down(silu(gate(x)) * up(x))
 
 // The per-family layers and embeddings (gpt_neo.cpp, llama.cpp).
-at::Tensor gpt_neo_embed(const Model& m, const at::Tensor& ids);
-at::Tensor gpt_neo_layer(const Model& m, int l, const at::Tensor& x, LayerRecord* rec, bool grads);
-at::Tensor llama_layer(const Model& m, int l, const at::Tensor& x, LayerRecord* rec, bool grads);
+at::Tensor gpt_neo_embed(const Model& m, const at::Tensor& ids, int64_t pos0);
+at::Tensor gpt_neo_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx);
+at::Tensor llama_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx);
 
 }  // namespace teap::model

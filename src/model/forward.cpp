@@ -32,22 +32,23 @@ at::Tensor norm_vjp(const Model& m, int layer, int which, const at::Tensor& x, c
   return (g - xhat * (g * xhat).mean(-1, true)) * rinv;
 }
 
-at::Tensor forward(const Model& m, const at::Tensor& ids, ActivationRecord* record) {
+at::Tensor forward(const Model& m, const at::Tensor& ids, ActivationRecord* record, int64_t start,
+                   const ActivationRecord* prefix) {
   TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == at::kLong, "forward: ids must be [B,P] int64");
+  TORCH_CHECK(start >= 0 && start < ids.size(1) && (start == 0 || prefix), "forward: start needs a prefix record");
   const bool neo = m.config.family == Family::GptNeo;
-  const at::Tensor dev_ids = ids.to(m.device);
-  at::Tensor x = neo ? gpt_neo_embed(m, dev_ids) : at::embedding(m.weights.wte, dev_ids);
+  const at::Tensor dev_ids = ids.narrow(1, start, ids.size(1) - start).to(m.device);
+  at::Tensor x = neo ? gpt_neo_embed(m, dev_ids, start) : at::embedding(m.weights.wte, dev_ids);
   const bool grads = record && record->with_grads;
-  if (grads) x = x.detach().requires_grad_(true);  // the root of the graph: weights take no grads
   if (record) {
     record->embed = x;
     record->layers.assign(m.config.n_layers, LayerRecord{});
   }
   for (int l = 0; l < m.config.n_layers; ++l) {
-    LayerRecord* rec = record ? &record->layers[l] : nullptr;
-    x = neo ? gpt_neo_layer(m, l, x, rec, grads) : llama_layer(m, l, x, rec, grads);
+    const LayerContext ctx{record ? &record->layers[l] : nullptr, grads, start, prefix ? &prefix->layers[l] : nullptr};
+    x = neo ? gpt_neo_layer(m, l, x, ctx) : llama_layer(m, l, x, ctx);
   }
-  if (grads) x.retain_grad();
+  if (grads && x.requires_grad()) x.retain_grad();
   if (record) record->resid_final = x;
   return apply_norm(m, m.config.n_layers, 0, x);
 }

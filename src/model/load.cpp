@@ -61,9 +61,12 @@ c10::Device parse_device(const std::string& s) {
   }
 }
 
+}  // namespace
+
 // Llama-3's rescaling of the rotary frequencies (long wavelengths slowed by `factor`, a smooth
 // blend between the low and high frequency bounds), as in Hugging Face's _compute_llama3_parameters.
 at::Tensor rope_frequencies(const ModelConfig& c) {
+  if (c.family == Family::GptNeo) return at::Tensor();
   const int64_t half = c.d_head / 2;
   std::vector<double> inv(half);
   for (int64_t i = 0; i < half; ++i) inv[i] = 1.0 / std::pow(c.rope_theta, (2.0 * i) / c.d_head);
@@ -87,8 +90,6 @@ at::Tensor rope_frequencies(const ModelConfig& c) {
   for (int64_t i = 0; i < half; ++i) t[i] = static_cast<float>(inv[i]);
   return t;
 }
-
-}  // namespace
 
 std::vector<NamedParam> parameter_table(Model& m) {
   const ModelConfig& c = m.config;

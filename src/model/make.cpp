@@ -36,6 +36,7 @@ Model random_model(const ModelConfig& config, uint64_t seed, c10::ScalarType dty
     *p.slot = t.to(dtype);
   }
   if (!m.weights.lm_head.defined()) m.weights.lm_head = m.weights.wte;
+  m.weights.rope_inv_freq = rope_frequencies(config);
   return m;
 }
 

@@ -46,6 +46,8 @@ struct LayerRecord {
   at::Tensor mlp_in;     // (grad) [B,P,d_model] norm 2's output, the MLP's input
 };
 
+// With gradients, the graph starts at layer 0's Q/K/V projections (the weights and the embedding
+// take no gradient), so a backward pass costs about one forward pass.
 struct ActivationRecord {
   bool with_grads = false;     // ask for the (grad) tensors
   at::Tensor embed;            // [B,P,d_model] token (+ position) embedding entering layer 0
@@ -55,7 +57,11 @@ struct ActivationRecord {
 
 // Runs the model on `ids` ([B,P] int64, every row the same length, no padding) and returns the
 // final-normed residual stream [B,P,d_model] in float32. Fills `record` when given.
-at::Tensor forward(const Model& m, const at::Tensor& ids, ActivationRecord* record = nullptr);
+// With start > 0 only positions [start, P) are computed (outputs and record cover those), the
+// earlier ones being taken from `prefix`, the record of a run whose ids agree before `start`:
+// causal attention makes their keys and values the same, so they are not computed twice.
+at::Tensor forward(const Model& m, const at::Tensor& ids, ActivationRecord* record = nullptr, int64_t start = 0,
+                   const ActivationRecord* prefix = nullptr);
 
 // Logits of the given tokens at the last position: `hidden` [B,P,d], `tokens` [B,K] -> [B,K].
 // Only those K rows of the unembedding are used.

@@ -23,4 +23,8 @@ struct NamedParam {
 // Sizes the weights' layer list, then lists every parameter of `m`'s family.
 std::vector<NamedParam> parameter_table(Model& m);
 
+// The rotary frequencies [d_head/2] (float32) of a qwen2/llama config, llama3 scaling applied;
+// undefined for gpt_neo. Derived from the config, never stored in a checkpoint.
+at::Tensor rope_frequencies(const ModelConfig& c);
+
 }  // namespace teap::model

@@ -200,6 +200,7 @@ class Reference:
         self.family = c["model_type"]
         self.w, self.stored_dtypes = read_weights(folder)
         self._used = set()
+        self.kv_tiled = False
         if self.family == "gpt_neo":
             self._init_gpt_neo(c)
         elif self.family in ("qwen2", "llama"):
@@ -388,9 +389,12 @@ class Reference:
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         # repeat_kv: key/value head j serves query heads j*n_rep .. (j+1)*n_rep-1.
+        # (kv_tiled, a test knob, makes query head h use key/value head h % Hkv instead.)
         n_rep = H // Hkv
-        k = k.repeat_interleave(n_rep, dim=1)
-        v = v.repeat_interleave(n_rep, dim=1)
+        if self.kv_tiled:
+            k, v = k.repeat(1, n_rep, 1, 1), v.repeat(1, n_rep, 1, 1)
+        else:
+            k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
         allowed = attention_mask(P, self.window if self.local_layers[l] else 0)
         z = attend(q, k, v, dh ** -0.5, allowed)
         attn_out = linear(z.transpose(1, 2).reshape(B, P, H * dh), L["o"], L["o_b"])

@@ -1,0 +1,162 @@
+// Benchmark (not a test): forward throughput, checkpoint load time, and the cost of one EAP batch
+// against one inference forward pass, for the BM1 shape and small Qwen2- and Llama-shaped models.
+// Every ratio is measured within this one run. Usage: bench_eap [--quick] [--threads N]
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "eap/graph.hpp"
+#include "eap/score.hpp"
+#include "model/make.hpp"
+#include "model/model.hpp"
+
+using namespace teap;
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Peak resident memory since the last reset, in MiB (Linux: /proc/self/status VmHWM).
+double peak_mib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return 0;
+}
+void reset_peak() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+template <class F>
+double best_of(int reps, F&& f) {
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const double t0 = now();
+    f();
+    best = std::min(best, now() - t0);
+  }
+  return best;
+}
+
+struct Shape {
+  const char* name;
+  model::Family family;
+  int layers, heads, kv_heads, d_model, d_mlp, vocab;
+};
+
+model::ModelConfig config_of(const Shape& s) {
+  model::ModelConfig c;
+  c.family = s.family;
+  c.model_type = model::family_name(s.family);
+  c.n_layers = s.layers;
+  c.n_heads = s.heads;
+  c.n_kv_heads = s.kv_heads;
+  c.d_model = s.d_model;
+  c.d_head = s.d_model / s.heads;
+  c.d_mlp = s.d_mlp;
+  c.vocab_size = s.vocab;
+  c.max_positions = 2048;
+  c.norm_eps = 1e-5;
+  c.local_layer.assign(s.layers, false);
+  if (s.family == model::Family::GptNeo)
+    for (int l = 1; l < s.layers; l += 2) c.local_layer[l] = true;
+  c.window_size = 256;
+  c.activation = s.family == model::Family::GptNeo ? "gelu_new" : "silu";
+  c.tie_word_embeddings = s.family != model::Family::Llama;
+  c.qkv_bias = s.family == model::Family::Qwen2;
+  c.rope_theta = s.family == model::Family::Llama ? 500000.0 : 1000000.0;
+  if (s.family == model::Family::Llama) c.rope_scaling = model::RopeScaling{"llama3", 32.0, 1.0, 4.0, 8192};
+  return c;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) at::set_num_threads(std::atoi(argv[++i]));
+  }
+  const int reps = quick ? 1 : 3;
+  const int B = 30, P = 35;
+  const Shape shapes[] = {
+      {"BM1 (gpt_neo 2x16, d1024)", model::Family::GptNeo, 2, 16, 16, 1024, 4096, 50257},
+      {"qwen2-small (8x8/2, d512)", model::Family::Qwen2, 8, 8, 2, 512, 2816, 151936},
+      {"llama-small (8x8/2, d512)", model::Family::Llama, 8, 8, 2, 512, 2048, 128256},
+  };
+  std::printf("threads: %d (intra-op), batch %d prompts x %d tokens, float32, CPU\n", at::get_num_threads(), B, P);
+  std::printf("%-28s %9s %12s %10s %10s %7s %9s %11s %9s\n", "model", "load s", "fwd tok/s", "fwd s", "eap s", "ratio",
+              "peak MiB", "per-prompt s", "speed-up");
+  const auto tmp = std::filesystem::temp_directory_path() / "teap_bench_model";
+  std::vector<eap::ScoreProfile> phases;
+  for (const Shape& s : shapes) {
+    const model::ModelConfig c = config_of(s);
+    std::filesystem::remove_all(tmp);
+    model::save_model(model::random_model(c, 1), tmp.string());
+    model::Model m;
+    const double load_s = best_of(1, [&] { m = model::load_model(tmp.string()); });
+
+    at::Generator gen = at::detail::createCPUGenerator(7);
+    const at::Tensor ids = at::randint(0, s.vocab, {B, P}, gen, at::kLong);
+    eap::BatchInput in;
+    in.n_prompts = B;
+    in.n_positions = P;
+    in.clean_ids.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + B * P);
+    in.corrupt_ids = in.clean_ids;
+    for (int i = 0; i < B; ++i) {
+      in.corrupt_ids[i * P + 11] = (in.corrupt_ids[i * P + 11] + 1) % s.vocab;  // one word differs
+      in.clean_answer.push_back((i * 7919) % s.vocab);
+      in.corrupt_answer.push_back((i * 104729 + 13) % s.vocab);
+    }
+    const eap::Graph g = eap::make_graph(c.n_layers, c.n_heads);
+    // Warm-up: allocator and thread pool.
+    eap::logit_diffs(m, in.clean_ids, B, P, in.clean_answer, in.corrupt_answer, eap::MetricPairing::Own);
+    const double fwd_s = best_of(reps, [&] {
+      eap::logit_diffs(m, in.clean_ids, B, P, in.clean_answer, in.corrupt_answer, eap::MetricPairing::Own);
+    });
+    reset_peak();
+    const double base_mib = peak_mib();
+    eap::ScoreProfile prof;
+    eap::ScoreOptions opts;
+    opts.profile = &prof;
+    const double eap_s = best_of(reps, [&] {
+      prof = {};
+      eap::score_batch(m, g, in, opts);
+    });
+    const double eap_mib = peak_mib() - base_mib;
+    // The notebook's EAP fork ran one prompt per backward pass: the same work, prompt by prompt.
+    const int per_prompt_n = quick ? 3 : 6;
+    const double one_s = best_of(1, [&] {
+      for (int i = 0; i < per_prompt_n; ++i) {
+        eap::BatchInput one;
+        one.n_prompts = 1;
+        one.n_positions = P;
+        one.clean_ids.assign(in.clean_ids.begin() + i * P, in.clean_ids.begin() + (i + 1) * P);
+        one.corrupt_ids.assign(in.corrupt_ids.begin() + i * P, in.corrupt_ids.begin() + (i + 1) * P);
+        one.clean_answer = {in.clean_answer[i]};
+        one.corrupt_answer = {in.corrupt_answer[i]};
+        eap::score_batch(m, g, one);
+      }
+    }) / per_prompt_n * B;
+    std::printf("%-28s %9.2f %12.0f %10.3f %10.3f %7.2f %9.0f %11.3f %8.1fx\n", s.name, load_s, B * P / fwd_s, fwd_s,
+                eap_s, eap_s / fwd_s, eap_mib, one_s, one_s / eap_s);
+    phases.push_back(prof);
+  }
+  std::filesystem::remove_all(tmp);
+  std::printf("\nEAP batch phases (s): clean forward, backward, accuracy, corrupt forward (from the first corrupted\n"
+              "position), activation differences, contraction\n");
+  for (size_t i = 0; i < phases.size(); ++i) {
+    const auto& p = phases[i];
+    std::printf("%-28s %7.3f %7.3f %7.3f %7.3f %7.3f %7.3f\n", shapes[i].name, p.clean_forward, p.backward, p.accuracy,
+                p.corrupt_forward, p.differences, p.contraction);
+  }
+  std::printf("ratio = EAP batch / one inference forward pass (target <= 3.5); per-prompt s = the same batch scored\n"
+              "one prompt per pass, as the notebook's EAP fork did; peak MiB = growth of peak RSS during EAP.\n");
+  return 0;
+}
