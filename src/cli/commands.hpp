@@ -19,6 +19,8 @@ Run add_make_model_command(CLI::App& app);
 Run add_inspect_command(CLI::App& app);
 Run add_complete_command(CLI::App& app);
 Run add_attribute_command(CLI::App& app);
+Run add_run_command(CLI::App& app);
+Run add_status_command(CLI::App& app);
 Run add_train_command(CLI::App& app);
 Run add_eval_command(CLI::App& app);
 

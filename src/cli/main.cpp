@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
   add(teap::cli::add_inspect_command);
   add(teap::cli::add_complete_command);
   add(teap::cli::add_attribute_command);
+  add(teap::cli::add_run_command);
+  add(teap::cli::add_status_command);
   add(teap::cli::add_train_command);
   add(teap::cli::add_eval_command);
 

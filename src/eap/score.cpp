@@ -216,6 +216,11 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     const at::Tensor Gl = grad_or_zeros(clean.resid_final).detach().to(ct).reshape({1, N * d});
     S.narrow(1, g.logits_down(), 1).copy_(at::matmul(A2, Gl.t()));
   }
+  if (options.weight != 1.0) S.mul_(options.weight);
+  if (options.sum_scores) {
+    S = S.contiguous();
+    options.sum_scores(S.data_ptr(), static_cast<size_t>(S.numel()), S.scalar_type() == at::kDouble, S.is_cuda());
+  }
   const at::Tensor Sf = S.to(at::kCPU, at::kFloat).contiguous();
   clock.lap(&ScoreProfile::contraction);
   out.scores.assign(Sf.data_ptr<float>(), Sf.data_ptr<float>() + Sf.numel());

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "eap/graph.hpp"
@@ -30,6 +31,11 @@ struct ScoreProfile {
 struct ScoreOptions {
   MetricPairing pairing = MetricPairing::Own;
   ScoreProfile* profile = nullptr;  // filled when given
+  // A rank group's share of one batch: S is multiplied by `weight` (n_prompts here / in the whole
+  // batch) and handed to `sum_scores` (data, count, is_double, on_cuda) while still on its device,
+  // so that the group adds its partial matrices there (NCCL on CUDA, MPI on the host).
+  double weight = 1.0;
+  std::function<void(void*, size_t, bool, bool)> sum_scores;
 };
 
 // Memory: the upstream differences of the batch [n_upstream, B*P, d_model] plus one downstream

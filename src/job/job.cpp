@@ -1,0 +1,273 @@
+#include "job/job.hpp"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "util/error.hpp"
+#include "util/files.hpp"
+
+namespace teap::job {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Ctx {
+  std::string file;
+  [[noreturn]] void fail(const toml::node* n, const std::string& key, const std::string& what) const {
+    const int line = n ? static_cast<int>(n->source().begin.line) : 0;
+    throw InputError(file + (line ? ":" + std::to_string(line) : "") + ": " + key + ": " + what);
+  }
+  void only_keys(const toml::table& t, const std::string& where, const std::set<std::string>& allowed) const {
+    for (const auto& [k, v] : t)
+      if (!allowed.count(std::string(k.str()))) {
+        std::string list;
+        for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+        fail(&v, where + std::string(where.empty() ? "" : ".") + std::string(k.str()), "unknown key (known: " + list + ")");
+      }
+  }
+  template <class T>
+  T get(const toml::table& t, const std::string& where, const char* key, T fallback) const {
+    const toml::node* n = t.get(key);
+    if (!n) return fallback;
+    const std::string path = where + (where.empty() ? "" : ".") + key;
+    if constexpr (std::is_same_v<T, bool>) {
+      if (!n->is_boolean()) fail(n, path, "expected true or false");
+      return n->as_boolean()->get();
+    } else if constexpr (std::is_integral_v<T>) {
+      if (!n->is_integer()) fail(n, path, "expected an integer");
+      return static_cast<T>(n->as_integer()->get());
+    } else {
+      if (!n->is_string()) fail(n, path, "expected a string");
+      return n->as_string()->get();
+    }
+  }
+  template <class T>
+  std::vector<T> list(const toml::table& t, const std::string& where, const char* key, std::vector<T> fallback) const {
+    const toml::node* n = t.get(key);
+    if (!n) return fallback;
+    const std::string path = where + "." + key;
+    if (!n->is_array()) fail(n, path, "expected a list");
+    std::vector<T> out;
+    for (const auto& e : *n->as_array()) {
+      if constexpr (std::is_same_v<T, bool>) {
+        if (!e.is_boolean()) fail(&e, path, "expected a list of true/false");
+        out.push_back(e.as_boolean()->get());
+      } else if constexpr (std::is_integral_v<T>) {
+        if (!e.is_integer()) fail(&e, path, "expected a list of integers");
+        out.push_back(static_cast<T>(e.as_integer()->get()));
+      } else {
+        if (!e.is_string()) fail(&e, path, "expected a list of strings");
+        out.push_back(e.as_string()->get());
+      }
+    }
+    if (out.empty()) fail(n, path, "empty list: the grid would be empty");
+    return out;
+  }
+};
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+std::string resolve(const std::string& base_dir, const std::string& p) {
+  // A repository id (org/name that is not an existing path) stays as it is.
+  if (p.empty() || fs::path(p).is_absolute()) return p;
+  const fs::path rel = fs::path(base_dir) / p;
+  if (fs::exists(rel) || p.rfind("./", 0) == 0 || p.rfind("../", 0) == 0 || std::count(p.begin(), p.end(), '/') != 1)
+    return fs::weakly_canonical(rel).string();
+  return p;
+}
+
+}  // namespace
+
+std::string default_repository(int model, int commandset, bool synonym_variant) {
+  if (commandset == 0) {
+    static const char* base[] = {"roneneldan/TinyStories-Instruct-2Layers-33M", "Qwen/Qwen2.5-0.5B-Instruct",
+                                 "withmartian/Llama-3.2-1B-Instruct"};
+    return base[model - 1];
+  }
+  // withmartian/sql_interp_bm{m}_cs{c}_experiment_{x}.{y}: experiments number 1-9 over (model, command
+  // set); BM1 plain/synonym runs are .8/.10, BM2 and BM3 .2/.3.
+  const int experiment = (model - 1) * 3 + commandset;
+  const int run = model == 1 ? (synonym_variant ? 10 : 8) : (synonym_variant ? 3 : 2);
+  return "withmartian/sql_interp_bm" + std::to_string(model) + "_cs" + std::to_string(commandset) + "_experiment_" +
+         std::to_string(experiment) + "." + std::to_string(run);
+}
+
+Job load_job(const std::string& path) {
+  Job job;
+  job.path = path;
+  job.text = read_file(path);
+  const Ctx ctx{path};
+  toml::table root;
+  try {
+    root = toml::parse(job.text, path);
+  } catch (const toml::parse_error& e) {
+    throw InputError(path + ":" + std::to_string(e.source().begin.line) + ": syntax error: " + std::string(e.description()));
+  }
+  const std::string dir = fs::absolute(fs::path(path)).parent_path().string();
+  ctx.only_keys(root, "", {"output", "grid", "exclude", "settings", "models"});
+
+  const toml::node* out = root.get("output");
+  if (!out) ctx.fail(nullptr, "output", "missing (the sweep folder)");
+  if (!out->is_string() || out->as_string()->get().empty()) ctx.fail(out, "output", "expected a folder name");
+  job.output = resolve(dir, out->as_string()->get());
+
+  static const toml::table empty;
+  auto table = [&](const char* key) -> const toml::table& {
+    const toml::node* n = root.get(key);
+    if (!n) return empty;
+    if (!n->is_table()) ctx.fail(n, key, "expected a table");
+    return *n->as_table();
+  };
+
+  Settings& s = job.settings;
+  const toml::table& st = table("settings");
+  ctx.only_keys(st, "settings", {"num_fields", "batch_size", "batches", "top_n", "seed", "dtype", "device", "threads",
+                                 "downstream_heads", "metric_pairing", "group_size", "model_variant"});
+  s.num_fields = ctx.get(st, "settings", "num_fields", s.num_fields);
+  s.batch_size = ctx.get(st, "settings", "batch_size", s.batch_size);
+  s.batches = ctx.get(st, "settings", "batches", s.batches);
+  s.top_n = ctx.get(st, "settings", "top_n", s.top_n);
+  const int64_t seed = ctx.get<int64_t>(st, "settings", "seed", 0);
+  s.dtype = ctx.get(st, "settings", "dtype", s.dtype);
+  s.device = ctx.get(st, "settings", "device", s.device);
+  s.threads = ctx.get(st, "settings", "threads", s.threads);
+  s.downstream_heads = ctx.get(st, "settings", "downstream_heads", s.downstream_heads);
+  s.metric_pairing = ctx.get(st, "settings", "metric_pairing", s.metric_pairing);
+  s.group_size = ctx.get(st, "settings", "group_size", s.group_size);
+  s.model_variant = ctx.get(st, "settings", "model_variant", s.model_variant);
+  auto check = [&](bool ok, const char* key, const std::string& what) {
+    if (!ok) ctx.fail(st.get(key), std::string("settings.") + key, what);
+  };
+  check(s.num_fields >= 1 && s.num_fields <= 19, "num_fields", "must be 1 to 19");
+  check(s.batch_size >= 1, "batch_size", "must be at least 1");
+  check(s.batches >= 1, "batches", "must be at least 1");
+  check(s.top_n >= 1, "top_n", "must be at least 1");
+  check(seed >= 0, "seed", "must not be negative");
+  s.seed = static_cast<uint64_t>(seed);
+  check(s.dtype == "float32" || s.dtype == "bfloat16", "dtype", "'" + s.dtype + "' is not float32 or bfloat16");
+  check(s.device == "cpu" || s.device == "cuda" || s.device.rfind("cuda:", 0) == 0, "device", "'" + s.device + "' is not cpu, cuda or cuda:N");
+  check(s.threads >= 0, "threads", "must not be negative");
+  check(s.downstream_heads == "qkv" || s.downstream_heads == "none", "downstream_heads", "'" + s.downstream_heads + "' is not qkv or none");
+  check(s.metric_pairing == "own" || s.metric_pairing == "batch_broadcast", "metric_pairing",
+        "'" + s.metric_pairing + "' is not own or batch_broadcast");
+  check(s.group_size >= 1, "group_size", "must be at least 1");
+  check(s.model_variant == "auto" || s.model_variant == "plain" || s.model_variant == "synonym", "model_variant",
+        "'" + s.model_variant + "' is not auto, plain or synonym");
+
+  const toml::table& grid = table("grid");
+  ctx.only_keys(grid, "grid", {"models", "commandsets", "features", "use_novel_names", "use_synonyms_field", "use_synonyms_table"});
+  const auto models = ctx.list<int>(grid, "grid", "models", {1});
+  const auto commandsets = ctx.list<int>(grid, "grid", "commandsets", {1});
+  const auto features = ctx.list<std::string>(grid, "grid", "features", {"EngTableName", "EngFieldName", "DefTableName", "DefFieldName"});
+  const auto novel = ctx.list<bool>(grid, "grid", "use_novel_names", {false});
+  const auto synf = ctx.list<bool>(grid, "grid", "use_synonyms_field", {false});
+  const auto synt = ctx.list<bool>(grid, "grid", "use_synonyms_table", {false});
+  for (int m : models)
+    if (m < 1 || m > 3) ctx.fail(grid.get("models"), "grid.models", std::to_string(m) + " is not a model number (1, 2, 3)");
+  for (int c : commandsets)
+    if (c < 0 || c > 3) ctx.fail(grid.get("commandsets"), "grid.commandsets", std::to_string(c) + " is not a command set (0-3)");
+  std::vector<tinysql::Feature> feats;
+  for (const auto& f : features) {
+    try {
+      feats.push_back(tinysql::parse_feature(f));
+    } catch (const InputError& e) {
+      ctx.fail(grid.get("features"), "grid.features", e.what());
+    }
+  }
+
+  // Exclusions: each [[exclude]] removes the cells matching all of its keys.
+  struct Exclusion {
+    std::map<std::string, std::string> keys;
+  };
+  std::vector<Exclusion> exclusions;
+  if (const toml::node* ex = root.get("exclude")) {
+    if (!ex->is_array_of_tables()) ctx.fail(ex, "exclude", "expected [[exclude]] tables");
+    for (const auto& e : *ex->as_array()) {
+      const toml::table& t = *e.as_table();
+      ctx.only_keys(t, "exclude", {"model", "commandset", "feature", "use_novel_names", "use_synonyms_field", "use_synonyms_table"});
+      Exclusion x;
+      for (const auto& [k, v] : t) {
+        std::ostringstream os;
+        if (v.is_boolean()) os << (v.as_boolean()->get() ? 1 : 0);
+        else if (v.is_integer()) os << v.as_integer()->get();
+        else if (v.is_string()) os << v.as_string()->get();
+        else ctx.fail(&v, "exclude." + std::string(k.str()), "expected a number, a string or true/false");
+        x.keys[std::string(k.str())] = os.str();
+      }
+      if (x.keys.count("feature")) {
+        try {
+          tinysql::parse_feature(x.keys["feature"]);
+        } catch (const InputError& err) {
+          ctx.fail(t.get("feature"), "exclude.feature", err.what());
+        }
+      }
+      exclusions.push_back(x);
+    }
+  }
+
+  const toml::table& mt = table("models");
+  ctx.only_keys(mt, "models", {"BM1", "BM2", "BM3"});
+  for (int m : models) {
+    const std::string bm = "BM" + std::to_string(m);
+    const toml::node* n = mt.get(bm);
+    if (n && !n->is_table()) ctx.fail(n, "models." + bm, "expected a table");
+    const toml::table& t = n ? *n->as_table() : empty;
+    ctx.only_keys(t, "models." + bm, {"cs0", "cs1", "cs2", "cs3", "cs1_synonym", "cs2_synonym", "cs3_synonym", "tokenizer", "trim_vocab"});
+    const std::string tokenizer = resolve(dir, ctx.get<std::string>(t, "models." + bm, "tokenizer", default_repository(m, 0, false)));
+    for (int c : commandsets)
+      for (auto f : feats)
+        for (bool nv : novel)
+          for (bool sf : synf)
+            for (bool stb : synt) {
+              const std::map<std::string, std::string> keys = {
+                  {"model", std::to_string(m)}, {"commandset", std::to_string(c)}, {"feature", tinysql::feature_name(f)},
+                  {"use_novel_names", nv ? "1" : "0"}, {"use_synonyms_field", sf ? "1" : "0"}, {"use_synonyms_table", stb ? "1" : "0"}};
+              const bool excluded = std::any_of(exclusions.begin(), exclusions.end(), [&](const Exclusion& x) {
+                return std::all_of(x.keys.begin(), x.keys.end(), [&](const auto& kv) { return keys.at(kv.first) == kv.second; });
+              });
+              if (excluded) continue;
+              Cell cell;
+              cell.model = m;
+              cell.commandset = c;
+              cell.prompts = {f, nv, sf, stb, s.num_fields};
+              const bool synonym = s.model_variant == "synonym" || (s.model_variant == "auto" && (sf || stb));
+              const std::string key = "cs" + std::to_string(c) + (synonym && c > 0 ? "_synonym" : "");
+              std::string weights = ctx.get<std::string>(t, "models." + bm, key.c_str(), "");
+              if (weights.empty() && synonym && c > 0) weights = ctx.get<std::string>(t, "models." + bm, ("cs" + std::to_string(c)).c_str(), "");
+              cell.weights = weights.empty() ? default_repository(m, c, synonym) : resolve(dir, weights);
+              cell.tokenizer = tokenizer;
+              // BM1 fine-tunes carry a pad row the base tokenizer lacks (models.md); trimming is a
+              // no-op for a checkpoint whose vocabulary already matches.
+              cell.trim_vocab = ctx.get<bool>(t, "models." + bm, "trim_vocab", m == 1 && c > 0);
+              char idbuf[128];
+              std::snprintf(idbuf, sizeof idbuf, "BM%d.CS%d.%s.novel%d.synfield%d.syntable%d", m, c, tinysql::feature_name(f),
+                            nv, sf, stb);
+              cell.id = idbuf;
+              std::ostringstream os;
+              os << "weights=" << cell.weights << ";tokenizer=" << cell.tokenizer << ";trim_vocab=" << cell.trim_vocab
+                 << ";" << tinysql::cell_key_string(cell.prompts) << ";batch_size=" << s.batch_size << ";seed=" << s.seed
+                 << ";dtype=" << s.dtype << ";downstream_heads=" << s.downstream_heads << ";metric_pairing=" << s.metric_pairing;
+              cell.settings = os.str();
+              char hex[17];
+              std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a(cell.settings)));
+              cell.hash = hex;
+              job.cells.push_back(cell);
+            }
+  }
+  if (job.cells.empty()) ctx.fail(root.get("grid"), "grid", "every cell is excluded: the grid is empty");
+  return job;
+}
+
+}  // namespace teap::job

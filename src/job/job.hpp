@@ -1,0 +1,57 @@
+// Owns job files: the TOML a researcher writes (models, grid axes, exclusions, settings, output),
+// validated with the key's path and line on every error, and its expansion into cells with a
+// stable id and a hash of every setting that changes a cell's per-batch results.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "tinysql/corrupt.hpp"
+
+namespace teap::job {
+
+struct Settings {
+  int num_fields = 2;
+  int batch_size = 30;
+  int batches = 5;
+  int top_n = 10;
+  uint64_t seed = 0;
+  std::string dtype = "float32";
+  std::string device = "cpu";
+  int threads = 0;  // 0: SLURM_CPUS_PER_TASK, else the node's cores divided among its ranks
+  std::string downstream_heads = "qkv";
+  std::string metric_pairing = "own";
+  int group_size = 1;  // ranks sharing one work unit
+  std::string model_variant = "auto";  // auto: the synonym fine-tune for cells that show synonyms
+};
+
+struct Cell {
+  std::string id;         // BM1.CS1.EngTableName.novel0.synfield0.syntable0
+  int model = 1;          // BM number
+  int commandset = 1;     // 0 = base model
+  tinysql::CellSettings prompts;
+  std::string weights;    // model folder or repository id
+  std::string tokenizer;  // folder or repository id of the tokenizer (the base model's by default)
+  bool trim_vocab = false;
+  std::string settings;   // canonical "key=value;..." of everything that changes per-batch results
+  std::string hash;       // 16 hex digits of FNV-1a over `settings`
+};
+
+struct Job {
+  std::string path;    // the job file
+  std::string output;  // sweep folder (relative paths in the file are relative to the file's folder)
+  std::string text;    // the file as read (copied into the sweep folder)
+  Settings settings;
+  std::vector<Cell> cells;  // grid order: model, command set, feature, novel, field synonyms, table synonyms
+};
+
+// Reads and validates a job; any problem is an InputError "FILE:LINE: key: what".
+Job load_job(const std::string& path);
+
+// The Hugging Face repository of a model (BM 1-3) and command set (0 = base), plain or synonym
+// fine-tune (../shared/spec/tinysql-corrupt.md).
+std::string default_repository(int model, int commandset, bool synonym_variant);
+
+}  // namespace teap::job

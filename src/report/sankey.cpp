@@ -1,0 +1,515 @@
+#include "report/sankey.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <unistd.h>
+
+#include "util/error.hpp"
+#include "util/files.hpp"
+
+namespace teap::report {
+
+const char* const kSankeyPalette[10] = {
+    "rgba(31, 119, 180, 0.8)",   // blue
+    "rgba(255, 127, 14, 0.8)",   // orange
+    "rgba(44, 160, 44, 0.8)",    // green
+    "rgba(214, 39, 40, 0.8)",    // red
+    "rgba(148, 103, 189, 0.8)",  // purple
+    "rgba(140, 86, 75, 0.8)",    // brown
+    "rgba(227, 119, 194, 0.8)",  // pink
+    "rgba(127, 127, 127, 0.8)",  // gray
+    "rgba(188, 189, 34, 0.8)",   // yellow
+    "rgba(23, 190, 207, 0.8)",   // cyan
+};
+
+namespace {
+
+constexpr int kLogitsLayer = INT_MAX / 2;  // placeholder until the last real layer is known
+
+// Where a node sits: its layer, then the order inside the layer.
+struct NodeKey {
+  int layer = 0;
+  int kind = 3;  // 0 input/logits, 1 head (input or output), 2 mlp, 3 other
+  int head = 0;
+  int sub = 0;   // head: 0 output, 1 q, 2 k, 3 v, 4 other suffix
+  std::string name;
+  bool operator<(const NodeKey& o) const {
+    return std::tie(layer, kind, head, sub, name) < std::tie(o.layer, o.kind, o.head, o.sub, o.name);
+  }
+};
+
+bool all_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+int to_int(const std::string& s) { return static_cast<int>(std::min<long>(std::strtol(s.c_str(), nullptr, 10), 1 << 20)); }
+
+std::vector<std::string> split_dots(const std::string& s) {
+  std::vector<std::string> parts;
+  size_t a = 0;
+  for (;;) {
+    const size_t b = s.find('.', a);
+    parts.push_back(s.substr(a, b == std::string::npos ? std::string::npos : b - a));
+    if (b == std::string::npos) break;
+    a = b + 1;
+  }
+  return parts;
+}
+
+NodeKey parse_node(const std::string& name) {
+  NodeKey k;
+  k.name = name;
+  if (name == "input") {
+    k.layer = -1;
+    k.kind = 0;
+    return k;
+  }
+  if (name == "logits") {
+    k.layer = kLogitsLayer;
+    k.kind = 0;
+    return k;
+  }
+  std::vector<std::string> p = split_dots(name);
+  // Internal names: head.L.H[.x] -> lL.hH[.x], mlp.L -> lL.mlp.
+  if (p.size() >= 3 && p[0] == "head" && all_digits(p[1]) && all_digits(p[2])) {
+    std::vector<std::string> q = {"l" + p[1], "h" + p[2]};
+    q.insert(q.end(), p.begin() + 3, p.end());
+    p = q;
+  } else if (p.size() == 2 && p[0] == "mlp" && all_digits(p[1])) {
+    p = {"l" + p[1], "mlp"};
+  }
+  if (p.size() >= 2 && p[0].size() > 1 && p[0][0] == 'l' && all_digits(p[0].substr(1))) {
+    k.layer = to_int(p[0].substr(1));
+    if (p.size() == 2 && p[1] == "mlp") {
+      k.kind = 2;
+    } else if (p[1].size() > 1 && p[1][0] == 'h' && all_digits(p[1].substr(1)) && p.size() <= 3) {
+      k.kind = 1;
+      k.head = to_int(p[1].substr(1));
+      if (p.size() == 3) k.sub = p[2] == "q" ? 1 : p[2] == "k" ? 2 : p[2] == "v" ? 3 : 4;
+    }
+  }
+  return k;
+}
+
+std::string fmt3(double x) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.3f", x);
+  return b;
+}
+
+std::string fmt2(double x) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.2f", x);
+  return b;
+}
+
+const char* const kArrow = "\xe2\x86\x92";  // →
+
+// "rgba(r, g, b, a)" -> ("rgb(r,g,b)", a) for SVG consumers that do not read CSS colours.
+std::pair<std::string, std::string> svg_colour(const std::string& rgba) {
+  int r = 0, g = 0, b = 0;
+  double a = 1;
+  if (std::sscanf(rgba.c_str(), "rgba(%d ,%d ,%d ,%lf)", &r, &g, &b, &a) == 4 ||
+      std::sscanf(rgba.c_str(), "rgba(%d,%d,%d,%lf)", &r, &g, &b, &a) == 4) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "rgb(%d,%d,%d)", r, g, b);
+    char ab[32];
+    std::snprintf(ab, sizeof ab, "%g", a);
+    return {buf, ab};
+  }
+  return {rgba, "1"};
+}
+
+// JSON for a <script> element: ASCII only, and no "</" that could close the element.
+std::string script_json(const nlohmann::ordered_json& j) {
+  std::string s = j.dump(-1, ' ', true);
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '<' && i + 1 < s.size() && s[i + 1] == '/') {
+      out += "<\\/";
+      ++i;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+int Sankey::n_real_links() const {
+  return static_cast<int>(std::count_if(links.begin(), links.end(), [](const SankeyLink& l) { return !l.ghost; }));
+}
+
+Sankey build_sankey(const std::vector<NamedEdge>& edges, bool layer_spacing) {
+  Sankey s;
+  // Nodes in a fixed order (the notebook: set order).
+  std::map<std::string, NodeKey> keys;
+  for (const NamedEdge& e : edges)
+    for (const std::string* n : {&e.from, &e.to})
+      if (!keys.count(*n)) keys[*n] = parse_node(*n);
+  int last_layer = -1;
+  for (const auto& [name, k] : keys)
+    if (k.layer != kLogitsLayer) last_layer = std::max(last_layer, k.layer);
+  std::vector<NodeKey> order;
+  for (auto& [name, k] : keys) {
+    if (k.layer == kLogitsLayer) k.layer = last_layer + 1;
+    order.push_back(k);
+  }
+  std::sort(order.begin(), order.end());
+  std::map<std::string, int> idx;
+  for (size_t i = 0; i < order.size(); ++i) {
+    SankeyNode n;
+    n.name = order[i].name;
+    n.layer = order[i].layer;
+    n.color = kSankeyPalette[i % 10];
+    idx[n.name] = static_cast<int>(i);
+    s.nodes.push_back(std::move(n));
+  }
+  for (const NamedEdge& e : edges) {
+    s.nodes[idx[e.from]].sum += e.score;
+    s.nodes[idx[e.to]].sum += e.score;
+  }
+  for (SankeyNode& n : s.nodes) n.label = n.name + "<br>" + fmt3(n.sum);
+
+  std::map<int, std::vector<int>> included;  // layer -> nodes as the edges name them (repeats kept)
+  for (const NamedEdge& e : edges) {
+    SankeyLink l;
+    l.source = idx[e.from];
+    l.target = idx[e.to];
+    l.score = e.score;
+    l.value = std::fabs(e.score);
+    l.label = e.from + " " + kArrow + " " + e.to + "<br>" + fmt3(e.score);
+    l.color = e.score == 0 ? "rgba(0,0,0,0.1)" : e.score > 0 ? "rgba(0,0,255,0.3)" : "rgba(255,0,0,0.3)";
+    s.links.push_back(std::move(l));
+    included[s.nodes[idx[e.from]].layer].push_back(idx[e.from]);
+    included[s.nodes[idx[e.to]].layer].push_back(idx[e.to]);
+  }
+  if (layer_spacing && included.size() > 1) {
+    auto ghost = [&](int a, int b) {
+      SankeyLink l;
+      l.source = a;
+      l.target = b;
+      l.value = 1e-6;
+      l.color = "rgba(0,255,0,0.0)";
+      l.ghost = true;
+      s.links.push_back(std::move(l));
+    };
+    for (auto it = included.begin(), nx = std::next(it); nx != included.end(); ++it, ++nx) {
+      const std::vector<int>& l1 = it->second;
+      const std::vector<int>& l2 = nx->second;
+      for (int n : l1) ghost(n, l2.front());
+      for (int n : l2) ghost(l1.front(), n);
+    }
+  }
+  s.n_layers = static_cast<int>(included.size());
+  s.height = std::max(250, 400);
+  s.width = std::max(50 * s.n_layers, 600);
+  return s;
+}
+
+std::string sankey_html(const Sankey& s, const PageInfo& info, const std::string& plotly_js,
+                        const std::string& plotly_src) {
+  using oj = nlohmann::ordered_json;
+  oj labels = oj::array(), ncolors = oj::array();
+  for (const SankeyNode& n : s.nodes) {
+    labels.push_back(n.label);
+    ncolors.push_back(n.color);
+  }
+  oj src = oj::array(), tgt = oj::array(), val = oj::array(), lab = oj::array(), col = oj::array();
+  for (const SankeyLink& l : s.links) {
+    src.push_back(l.source);
+    tgt.push_back(l.target);
+    val.push_back(l.value);
+    lab.push_back(l.label);
+    col.push_back(l.color);
+  }
+  oj trace = {{"type", "sankey"},
+              {"arrangement", "perpendicular"},
+              {"node", {{"label", labels}, {"color", ncolors}, {"line", {{"width", 0.0}}}, {"pad", 15}, {"thickness", 20}}},
+              {"link", {{"source", src}, {"target", tgt}, {"value", val}, {"label", lab}, {"color", col}, {"arrowlen", 25}}},
+              {"domain", {{"y", {0, 1}}}}};
+  oj layout = {{"font", {{"size", 14}}},
+               {"height", s.height},
+               {"width", s.width},
+               {"plot_bgcolor", "white"},
+               {"paper_bgcolor", "white"},
+               {"margin", {{"t", 20}, {"l", 20}, {"r", 20}, {"b", 20}}},
+               {"hoverlabel", {{"font", {{"size", 14}}}}}};
+  oj config = {{"displaylogo", false}, {"responsive", false}};
+
+  std::string h;
+  h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
+  h += "<title>" + xml_escape(info.title.empty() ? "EAP Sankey" : info.title) + "</title>\n";
+  h += "<style>body{font-family:Helvetica,Arial,sans-serif;margin:16px;color:#222}"
+       "h1{font-size:18px;margin:0 0 6px}p.caption{font-size:13px;color:#555;margin:2px 0}"
+       "#sankey{margin-top:10px}p.empty{font-size:14px;color:#a00}</style>\n";
+  if (!plotly_src.empty()) {
+    h += "<script src=\"" + xml_escape(plotly_src) + "\"></script>\n";
+  } else {
+    // Inline so the page opens from disk with no network; "</script" cannot occur inside.
+    std::string js = plotly_js;
+    for (size_t p = 0; (p = js.find("</script", p)) != std::string::npos; p += 3) js.replace(p, 2, "<\\/");
+    h += "<script>\n" + js + "\n</script>\n";
+  }
+  h += "</head>\n<body>\n";
+  if (!info.title.empty()) h += "<h1>" + xml_escape(info.title) + "</h1>\n";
+  for (const std::string& line : info.lines) h += "<p class=\"caption\">" + xml_escape(line) + "</p>\n";
+  if (s.nodes.empty()) {
+    h += "<p class=\"empty\" id=\"no-edges\">No edges: nothing to draw.</p>\n";
+  } else {
+    h += "<div id=\"sankey\" data-nodes=\"" + std::to_string(s.nodes.size()) + "\" data-links=\"" +
+         std::to_string(s.links.size()) + "\" style=\"width:" + std::to_string(s.width) +
+         "px;height:" + std::to_string(s.height) + "px\"></div>\n";
+    h += "<script>\n";
+    h += "var data = [" + script_json(trace) + "];\n";
+    h += "var layout = " + script_json(layout) + ";\n";
+    h += "Plotly.newPlot('sankey', data, layout, " + script_json(config) + ");\n";
+    h += "</script>\n";
+  }
+  h += "</body>\n</html>\n";
+  return h;
+}
+
+std::string sankey_svg(const Sankey& s, const PageInfo& info) {
+  const double node_w = 14, pad = 30, col_gap = 110, layer_gap = 40;
+  const double top = 44, bottom = 16, left = 16, right = 16, min_node_h = 4, min_link_w = 0.75;
+  const double inner_h0 = 400 - top - bottom;
+  const std::string font = "font-family=\"Helvetica, Arial, sans-serif\"";
+
+  std::string o = "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n";
+  if (s.nodes.empty()) {
+    o += "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"600\" height=\"120\" viewBox=\"0 0 600 120\">\n";
+    o += "<title>" + xml_escape(info.title) + "</title>\n";
+    o += "<rect width=\"600\" height=\"120\" fill=\"white\"/>\n";
+    o += "<text x=\"20\" y=\"60\" " + font + " font-size=\"14\" fill=\"#a00\">No edges: nothing to draw.</text>\n";
+    o += "</svg>\n";
+    return o;
+  }
+
+  // Columns: per layer, head inputs (q/k/v), then head outputs (and other nodes), then the MLP.
+  const size_t N = s.nodes.size();
+  std::vector<std::pair<int, int>> colkey(N);
+  for (size_t i = 0; i < N; ++i) {
+    const NodeKey k = parse_node(s.nodes[i].name);
+    const int sub = k.kind == 2 ? 2 : (k.kind == 1 && k.sub > 0) ? 0 : 1;
+    colkey[i] = {s.nodes[i].layer, sub};
+  }
+  std::vector<std::pair<int, int>> cols(colkey);
+  std::sort(cols.begin(), cols.end());
+  cols.erase(std::unique(cols.begin(), cols.end()), cols.end());
+  std::vector<int> col(N);
+  for (size_t i = 0; i < N; ++i) col[i] = static_cast<int>(std::lower_bound(cols.begin(), cols.end(), colkey[i]) - cols.begin());
+  std::vector<double> colx(cols.size());
+  double x = left;
+  for (size_t c = 0; c < cols.size(); ++c) {
+    if (c && cols[c].first != cols[c - 1].first) x += layer_gap;
+    colx[c] = x;
+    x += node_w + col_gap;
+  }
+  const double width = std::max(600.0, colx.back() + node_w + right + (cols.size() == 1 ? col_gap : 0));
+
+  // Node sizes: the larger of the |score| flowing in and out (as plotly sizes them).
+  std::vector<double> in(N, 0), out(N, 0), v(N, 0);
+  for (const SankeyLink& l : s.links)
+    if (!l.ghost) {
+      out[l.source] += l.value;
+      in[l.target] += l.value;
+    }
+  for (size_t i = 0; i < N; ++i) v[i] = std::max(in[i], out[i]);
+  std::vector<std::vector<int>> members(cols.size());
+  for (size_t i = 0; i < N; ++i) members[col[i]].push_back(static_cast<int>(i));  // node order within a column
+  double k = 1e300;
+  for (const auto& m : members) {
+    double sv = 0;
+    for (int i : m) sv += v[i];
+    const double room = std::max(inner_h0 - pad * (m.size() - 1), 80.0);
+    if (sv > 0) k = std::min(k, room / sv);
+  }
+  if (k == 1e300) k = 1;
+  std::vector<double> nh(N), ny(N);
+  double inner_h = inner_h0;
+  for (const auto& m : members) {
+    double t = pad * (m.size() - 1);
+    for (int i : m) t += std::max(v[i] * k, min_node_h);
+    inner_h = std::max(inner_h, t);
+  }
+  for (const auto& m : members) {
+    double t = pad * (m.size() - 1);
+    for (int i : m) t += std::max(v[i] * k, min_node_h);
+    double y = top + (inner_h - t) / 2;
+    for (int i : m) {
+      nh[i] = std::max(v[i] * k, min_node_h);
+      ny[i] = y;
+      y += nh[i] + pad;
+    }
+  }
+  const double height = top + inner_h + bottom;
+
+  // Link ends, stacked at each node in the order of the node at the other end.
+  std::vector<int> real;
+  for (size_t j = 0; j < s.links.size(); ++j)
+    if (!s.links[j].ghost) real.push_back(static_cast<int>(j));
+  auto lw = [&](const SankeyLink& l) { return std::max(l.value * k, min_link_w); };
+  std::vector<double> y0(s.links.size()), y1(s.links.size());
+  {
+    std::vector<int> by_target(real), by_source(real);
+    auto centre = [&](int n) { return ny[n] + nh[n] / 2; };
+    std::stable_sort(by_target.begin(), by_target.end(),
+                     [&](int a, int b) { return centre(s.links[a].target) < centre(s.links[b].target); });
+    std::stable_sort(by_source.begin(), by_source.end(),
+                     [&](int a, int b) { return centre(s.links[a].source) < centre(s.links[b].source); });
+    std::vector<double> used_out(N, 0), used_in(N, 0);
+    for (int j : by_target) {
+      const SankeyLink& l = s.links[j];
+      const double w = lw(l);
+      const double start = ny[l.source] + std::max(0.0, (nh[l.source] - out[l.source] * k) / 2);
+      y0[j] = start + used_out[l.source] + w / 2;
+      used_out[l.source] += w;
+    }
+    for (int j : by_source) {
+      const SankeyLink& l = s.links[j];
+      const double w = lw(l);
+      const double start = ny[l.target] + std::max(0.0, (nh[l.target] - in[l.target] * k) / 2);
+      y1[j] = start + used_in[l.target] + w / 2;
+      used_in[l.target] += w;
+    }
+  }
+
+  const std::string W = fmt2(width), H = fmt2(height);
+  o += "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"" + W + "\" height=\"" + H +
+       "\" viewBox=\"0 0 " + W + " " + H + "\">\n";
+  o += "<title>" + xml_escape(info.title) + "</title>\n";
+  o += "<desc>" + xml_escape("EAP Sankey: " + std::to_string(N) + " nodes, " + std::to_string(real.size()) +
+                             " edges; link width proportional to |score|; blue positive, red negative") +
+       "</desc>\n";
+  o += "<rect width=\"" + W + "\" height=\"" + H + "\" fill=\"white\"/>\n";
+
+  // Layer headings and separators.
+  o += "<g class=\"layers\" " + font + " font-size=\"12\" fill=\"#555\">\n";
+  for (size_t c = 0; c < cols.size();) {
+    size_t e = c;
+    while (e + 1 < cols.size() && cols[e + 1].first == cols[c].first) ++e;
+    const int layer = cols[c].first;
+    std::string name = layer < 0 ? "input" : "layer " + std::to_string(layer);
+    for (size_t i = 0; i < N; ++i)
+      if (col[i] >= static_cast<int>(c) && col[i] <= static_cast<int>(e) && s.nodes[i].name == "logits") name = "logits";
+    const double mid = (colx[c] + colx[e] + node_w) / 2;
+    o += "<text x=\"" + fmt2(mid) + "\" y=\"20\" text-anchor=\"middle\">" + xml_escape(name) + "</text>\n";
+    if (c > 0) {
+      const double sx = colx[c] - layer_gap / 2 - 8;
+      o += "<line x1=\"" + fmt2(sx) + "\" y1=\"28\" x2=\"" + fmt2(sx) + "\" y2=\"" + fmt2(height - 6) +
+           "\" stroke=\"#ddd\" stroke-dasharray=\"4 4\"/>\n";
+    }
+    c = e + 1;
+  }
+  o += "</g>\n";
+
+  o += "<g class=\"links\" fill=\"none\">\n";
+  for (int j : real) {
+    const SankeyLink& l = s.links[j];
+    const double xa = colx[col[l.source]] + node_w, xb = colx[col[l.target]];
+    const double xm = (xa + xb) / 2;
+    const auto [rgb, alpha] = svg_colour(l.color);
+    o += "<path class=\"link\" d=\"M" + fmt2(xa) + "," + fmt2(y0[j]) + " C" + fmt2(xm) + "," + fmt2(y0[j]) + " " +
+         fmt2(xm) + "," + fmt2(y1[j]) + " " + fmt2(xb) + "," + fmt2(y1[j]) + "\" stroke=\"" + rgb +
+         "\" stroke-opacity=\"" + alpha + "\" stroke-width=\"" + fmt2(lw(l)) + "\"><title>" +
+         xml_escape(s.nodes[l.source].name + " " + kArrow + " " + s.nodes[l.target].name + ": " + fmt3(l.score)) +
+         "</title></path>\n";
+  }
+  o += "</g>\n";
+
+  o += "<g class=\"nodes\">\n";
+  for (size_t i = 0; i < N; ++i) {
+    const auto [rgb, alpha] = svg_colour(s.nodes[i].color);
+    o += "<rect class=\"node\" x=\"" + fmt2(colx[col[i]]) + "\" y=\"" + fmt2(ny[i]) + "\" width=\"" + fmt2(node_w) +
+         "\" height=\"" + fmt2(nh[i]) + "\" fill=\"" + rgb + "\" fill-opacity=\"" + alpha + "\"><title>" +
+         xml_escape(s.nodes[i].name + ": " + fmt3(s.nodes[i].sum)) + "</title></rect>\n";
+  }
+  o += "</g>\n";
+
+  // Labels beside the node (left of it in the last column), drawn twice: a white outline, then the text.
+  o += "<g class=\"labels\" " + font + " font-size=\"11\">\n";
+  for (const bool halo : {true, false}) {
+    for (size_t i = 0; i < N; ++i) {
+      const bool last = col[i] == static_cast<int>(cols.size()) - 1 && cols.size() > 1;
+      const double tx = last ? colx[col[i]] - 4 : colx[col[i]] + node_w + 4;
+      const double cy = ny[i] + nh[i] / 2;
+      o += "<text x=\"" + fmt2(tx) + "\" y=\"" + fmt2(cy - 2) + "\" text-anchor=\"" + (last ? "end" : "start") + "\"";
+      o += halo ? " fill=\"white\" stroke=\"white\" stroke-width=\"3\" stroke-linejoin=\"round\"" : " fill=\"#222\"";
+      o += "><tspan font-weight=\"bold\">" + xml_escape(s.nodes[i].name) + "</tspan><tspan x=\"" + fmt2(tx) +
+           "\" dy=\"12\">" + fmt3(s.nodes[i].sum) + "</tspan></text>\n";
+    }
+  }
+  o += "</g>\n</svg>\n";
+  return o;
+}
+
+std::string find_plotly_js() {
+  namespace fs = std::filesystem;
+  const char* env = std::getenv("TEAP_PLOTLY_JS");
+  if (env && *env) {
+    std::error_code ec;
+    if (!fs::is_regular_file(env, ec)) fail_input(env, "no such file (TEAP_PLOTLY_JS names plotly.min.js)");
+    return env;
+  }
+  const fs::path rel = fs::path(".cache") / "npm" / "node_modules" / "plotly.js-dist-min" / "plotly.min.js";
+  std::vector<fs::path> tried;
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    fs::path dir = exe.parent_path();
+    tried.push_back(dir / ".." / "share" / "tinysql-eap" / "plotly.min.js");
+    for (int up = 0; up < 6 && !dir.empty(); ++up) {
+      tried.push_back(dir / rel);
+      if (dir == dir.root_path()) break;
+      dir = dir.parent_path();
+    }
+  }
+#ifdef TEAP_SOURCE_DIR
+  tried.push_back(fs::path(TEAP_SOURCE_DIR) / rel);
+#endif
+  for (const fs::path& p : tried)
+    if (fs::is_regular_file(p, ec)) return fs::weakly_canonical(p, ec).string();
+  throw InputError("plotly.min.js not found (looked for " + rel.string() +
+                   " above the executable and in the source tree): run scripts/setup.sh, or set TEAP_PLOTLY_JS to the file");
+}
+
+std::string load_plotly_js() {
+  static std::mutex mu;
+  static std::string cached;
+  std::lock_guard<std::mutex> lock(mu);
+  if (cached.empty()) {
+    const std::string path = find_plotly_js();
+    std::string js = read_file(path);
+    if (js.size() < 1000 || js.find("Plotly") == std::string::npos) fail_input(path, "does not look like plotly.min.js");
+    cached = std::move(js);
+  }
+  return cached;
+}
+
+}  // namespace teap::report

@@ -1,0 +1,75 @@
+// Owns the Sankey diagram of a cell's edges: the notebook's `plot_eap_sankey(..., layer_spacing=True)`
+// as data (nodes, labels, colours, links, ghost links, size), as an HTML page drawn by plotly.js
+// inlined from disk (opens offline), and as an SVG the program draws itself for papers.
+//
+// Node order: the notebook used Python set order (arbitrary per run); here nodes are ordered by
+// layer (input first, logits last), then head number, then "", q, k, v, then the layer's MLP, then
+// by name. Colours cycle through the palette in that order. Layers come from "l<L>." names (also
+// "head.<L>."/"mlp.<L>"); `input` is layer -1 and `logits` follows the last layer, where the
+// notebook would put both in layer 0.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "report/notebook_json.hpp"
+
+namespace teap::report {
+
+// The notebook's ten node colours.
+extern const char* const kSankeyPalette[10];
+
+struct SankeyNode {
+  std::string name;
+  int layer = 0;
+  double sum = 0;     // sum of the scores of its edges (in and out)
+  std::string label;  // "name<br>sum" (3 decimals)
+  std::string color;  // palette[i % 10]
+};
+
+struct SankeyLink {
+  int source = 0, target = 0;  // node indices
+  double score = 0;            // signed (0 for ghost links)
+  double value = 0;            // |score|, or 1e-6 for a ghost link
+  std::string label;           // "from → to<br>score" (3 decimals), "" for ghosts
+  std::string color;           // blue / red / grey, transparent green for ghosts
+  bool ghost = false;
+};
+
+struct Sankey {
+  std::vector<SankeyNode> nodes;
+  std::vector<SankeyLink> links;  // the edges in their order, then the ghost links
+  int n_layers = 0;               // layers that hold a node (the notebook's len(included_layer_nodes))
+  int width = 600, height = 400;
+  int n_real_links() const;
+};
+
+// What plot_eap_sankey builds from (from, to, score) edges.
+Sankey build_sankey(const std::vector<NamedEdge>& edges, bool layer_spacing = true);
+
+// Text around the plot: a heading and caption lines (plain text, escaped here).
+struct PageInfo {
+  std::string title;
+  std::vector<std::string> lines;
+};
+
+// The page: plotly.js inline (`plotly_js` is its source) or, when `plotly_src` is set, loaded from
+// that relative address instead. The figure is the notebook's go.Sankey + update_layout.
+std::string sankey_html(const Sankey& s, const PageInfo& info, const std::string& plotly_js,
+                        const std::string& plotly_src = "");
+
+// The same diagram drawn here: nodes in layer columns (sub-columns for head inputs, head outputs
+// and the MLP), one <path class="link"> per edge with stroke width proportional to |score| in the
+// link colour, node rectangles in the node colours, labels "name" and "sum" beside each node.
+std::string sankey_svg(const Sankey& s, const PageInfo& info);
+
+// plotly.min.js: $TEAP_PLOTLY_JS, else .cache/npm/node_modules/plotly.js-dist-min/plotly.min.js
+// in a folder above the executable (the repository) or share/tinysql-eap/plotly.min.js beside it,
+// else the source tree this was built from. Not found: an InputError saying how to get it.
+std::string find_plotly_js();
+std::string load_plotly_js();  // the file's text, cached after the first call
+
+// Escapes & < > " ' for HTML/XML text and attributes.
+std::string xml_escape(const std::string& s);
+
+}  // namespace teap::report

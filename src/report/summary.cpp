@@ -1,0 +1,236 @@
+#include "report/summary.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include "report/sankey.hpp"
+
+namespace teap::report {
+
+std::string to_string(CellStatus s) {
+  switch (s) {
+    case CellStatus::Done: return "done";
+    case CellStatus::Partial: return "partial";
+    case CellStatus::Missing: return "missing";
+    case CellStatus::Failed: return "failed";
+    case CellStatus::Degenerate: return "degenerate";
+  }
+  return "?";
+}
+
+std::vector<EdgeRecurrence> edge_recurrence(const std::vector<CellSummary>& cells) {
+  std::map<std::pair<std::string, std::string>, EdgeRecurrence> by_edge;
+  for (size_t c = 0; c < cells.size(); ++c) {
+    if (cells[c].status != CellStatus::Done) continue;
+    for (const NamedEdge& e : cells[c].edges) {
+      EdgeRecurrence& r = by_edge[{e.from, e.to}];
+      r.from = e.from;
+      r.to = e.to;
+      if (!r.cells.empty() && r.cells.back() == static_cast<int>(c)) continue;  // listed twice in one cell
+      r.cells.push_back(static_cast<int>(c));
+      r.scores.push_back(e.score);
+      r.n_positive += e.score > 0;
+      r.n_negative += e.score < 0;
+    }
+  }
+  std::vector<EdgeRecurrence> out;
+  for (auto& [key, r] : by_edge) {
+    double sum = 0;
+    for (double x : r.scores) sum += x;
+    r.mean_score = sum / r.scores.size();
+    out.push_back(std::move(r));
+  }
+  std::sort(out.begin(), out.end(), [](const EdgeRecurrence& a, const EdgeRecurrence& b) {
+    if (a.cells.size() != b.cells.size()) return a.cells.size() > b.cells.size();
+    const double ma = std::fabs(a.mean_score), mb = std::fabs(b.mean_score);
+    if (ma != mb) return ma > mb;
+    return std::tie(a.from, a.to) < std::tie(b.from, b.to);
+  });
+  return out;
+}
+
+namespace {
+
+std::string fmt(const char* f, double x) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, x);
+  return b;
+}
+
+std::string esc(const std::string& s) { return xml_escape(s); }
+
+// White to blue for positive, white to red for negative, by |t| in [0, 1].
+std::string heat_colour(double t) {
+  t = std::max(-1.0, std::min(1.0, t));
+  const double a = std::sqrt(std::fabs(t));  // perceptually closer for small values
+  const int base[3] = {t >= 0 ? 33 : 178, t >= 0 ? 102 : 24, t >= 0 ? 172 : 43};
+  char b[16];
+  std::snprintf(b, sizeof b, "#%02x%02x%02x", static_cast<int>(std::lround(255 + (base[0] - 255) * a)),
+                static_cast<int>(std::lround(255 + (base[1] - 255) * a)),
+                static_cast<int>(std::lround(255 + (base[2] - 255) * a)));
+  return b;
+}
+
+std::string join(const std::set<std::string>& xs) {
+  std::string s;
+  for (const auto& x : xs) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+std::string flags_code(const CellSummary& c) {
+  return std::string(c.use_novel_names ? "1" : "0") + (c.use_synonyms_field ? "1" : "0") + (c.use_synonyms_table ? "1" : "0");
+}
+
+const char* kCss =
+    "body{font-family:Helvetica,Arial,sans-serif;margin:20px;color:#222;font-size:14px}"
+    "h1{font-size:22px;margin:0 0 8px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}"
+    "p.meta{margin:2px 0;color:#555}"
+    "table{border-collapse:collapse}th,td{padding:3px 7px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}"
+    "th{background:#f5f5f5;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}"
+    ".st{display:inline-block;padding:1px 7px;border-radius:9px;font-size:12px;color:#fff}"
+    ".st-done{background:#2e7d32}.st-partial{background:#ef6c00}.st-missing{background:#9e9e9e}"
+    ".st-failed{background:#c62828}.st-degenerate{background:#6a1b9a}"
+    ".counts span{margin-right:14px}.problems{font-size:12px;color:#a33;max-width:420px}"
+    ".scroll{overflow:auto;max-width:100%;border:1px solid #eee}"
+    "table.heat td{width:14px;height:14px;padding:0;border:1px solid #fff}"
+    "table.heat th.edge{white-space:nowrap;font-family:monospace;font-size:12px;background:#fff;position:sticky;left:0}"
+    "table.heat th.cell{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:normal;font-size:11px;"
+    "background:#fff;padding:4px 0;white-space:nowrap}"
+    ".legend{display:flex;align-items:center;gap:6px;font-size:12px;margin:6px 0}"
+    ".legend .bar{width:220px;height:12px;border:1px solid #ccc}"
+    "code{font-size:13px}";
+
+}  // namespace
+
+std::string summary_html(const SweepSummary& s) {
+  std::string h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
+  h += "<title>" + esc(s.title) + "</title>\n<style>" + std::string(kCss) + "</style>\n</head>\n<body>\n";
+  h += "<h1>" + esc(s.title) + "</h1>\n";
+  for (const auto& l : s.lines) h += "<p class=\"meta\">" + esc(l) + "</p>\n";
+
+  std::map<CellStatus, int> counts;
+  for (const auto& c : s.cells) ++counts[c.status];
+  h += "<p class=\"counts\" id=\"counts\">";
+  h += "<span>" + std::to_string(s.cells.size()) + " cells</span>";
+  for (CellStatus st : {CellStatus::Done, CellStatus::Partial, CellStatus::Failed, CellStatus::Missing, CellStatus::Degenerate})
+    if (counts[st])
+      h += "<span><span class=\"st st-" + to_string(st) + "\">" + to_string(st) + "</span> " + std::to_string(counts[st]) +
+           "</span>";
+  h += "</p>\n";
+
+  // --- Cells ------------------------------------------------------------------------------------
+  h += "<h2>Cells</h2>\n<div class=\"scroll\"><table id=\"cells\">\n<thead><tr><th>#</th><th>cell</th><th>model</th>"
+       "<th>CS</th><th>feature</th><th>novel</th><th>syn field</th><th>syn table</th><th>status</th><th>batches</th>"
+       "<th>LD clean</th><th>LD corrupt</th><th>clean acc.</th><th>edges</th><th>files</th></tr></thead>\n<tbody>\n";
+  for (size_t i = 0; i < s.cells.size(); ++i) {
+    const CellSummary& c = s.cells[i];
+    const std::string st = to_string(c.status);
+    h += "<tr class=\"cell\" data-status=\"" + st + "\" id=\"cell-" + esc(c.id) + "\">";
+    h += "<td class=\"num\">" + std::to_string(i + 1) + "</td><td><code>" + esc(c.id) + "</code></td>";
+    h += "<td>BM" + std::to_string(c.model) + "</td><td>CS" + std::to_string(c.commandset) + "</td><td>" + esc(c.feature) +
+         "</td>";
+    for (bool f : {c.use_novel_names, c.use_synonyms_field, c.use_synonyms_table}) h += std::string("<td>") + (f ? "yes" : "") + "</td>";
+    std::string label = st;
+    if (c.status == CellStatus::Partial) label += " " + std::to_string(c.batches_present) + " of " + std::to_string(c.n_batches);
+    if (c.status == CellStatus::Failed) label += " (" + std::to_string(c.batches_failed) + ")";
+    h += "<td><span class=\"st st-" + st + "\">" + esc(label) + "</span>";
+    if (!c.problems.empty()) {
+      h += "<div class=\"problems\">";
+      const size_t shown = std::min<size_t>(c.problems.size(), 4);
+      for (size_t k = 0; k < shown; ++k) h += esc(c.problems[k]) + "<br>";
+      if (c.problems.size() > shown) h += "... and " + std::to_string(c.problems.size() - shown) + " more";
+      h += "</div>";
+    }
+    h += "</td><td class=\"num\">" + std::to_string(c.batches_present) + "/" + std::to_string(c.n_batches) + "</td>";
+    if (c.has_baselines) {
+      h += "<td class=\"num\">" + fmt("%.3f", c.clean_ld) + "</td><td class=\"num\">" + fmt("%.3f", c.corrupt_ld) + "</td>";
+      h += "<td class=\"num\">" + fmt("%.1f%%", 100 * c.clean_accuracy) + "</td>";
+    } else {
+      h += "<td></td><td></td><td></td>";
+    }
+    h += "<td class=\"num\">" + (c.status == CellStatus::Done ? std::to_string(c.edges.size()) : std::string()) + "</td><td>";
+    std::string links;
+    auto link = [&](const std::string& href, const char* text) {
+      if (!href.empty()) links += (links.empty() ? "" : " · ") + std::string("<a href=\"") + esc(href) + "\">" + text + "</a>";
+    };
+    link(c.html_href, "Sankey");
+    link(c.svg_href, "SVG");
+    link(c.json_href, "JSON");
+    h += links + "</td></tr>\n";
+  }
+  h += "</tbody></table></div>\n";
+
+  // --- Comparison -------------------------------------------------------------------------------
+  const std::vector<EdgeRecurrence> rec = edge_recurrence(s.cells);
+  std::vector<int> done;
+  for (size_t i = 0; i < s.cells.size(); ++i)
+    if (s.cells[i].status == CellStatus::Done) done.push_back(static_cast<int>(i));
+  h += "<h2>Edges across cells</h2>\n";
+  if (rec.empty()) {
+    h += "<p id=\"no-comparison\">No done cell has consistent edges yet: nothing to compare.</p>\n";
+  } else {
+    const size_t rows = std::min<size_t>(rec.size(), std::max(1, s.heatmap_rows));
+    double vmax = 0;
+    for (size_t r = 0; r < rows; ++r)
+      for (double x : rec[r].scores) vmax = std::max(vmax, std::fabs(x));
+    if (vmax == 0) vmax = 1;
+    h += "<p class=\"meta\">Heatmap: the " + std::to_string(rows) + " most recurrent of " + std::to_string(rec.size()) +
+         " edges (rows) in the " + std::to_string(done.size()) +
+         " done cells (columns); colour is the edge's mean normalised score in the cell, blank where the edge is not "
+         "consistent there.</p>\n";
+    h += "<div class=\"legend\"><span>" + fmt("%.3g", -vmax) + "</span><span class=\"bar\" style=\"background:linear-gradient(to right," +
+         heat_colour(-1) + "," + heat_colour(-0.25) + ",#ffffff," + heat_colour(0.25) + "," + heat_colour(1) +
+         ")\"></span><span>" + fmt("%.3g", vmax) + "</span></div>\n";
+    h += "<div class=\"scroll\"><table class=\"heat\" id=\"heatmap\">\n<thead><tr><th class=\"edge\">edge \\ cell</th>";
+    for (int c : done) h += "<th class=\"cell\" title=\"" + esc(s.cells[c].id) + "\">" + esc(s.cells[c].id) + "</th>";
+    h += "</tr></thead>\n<tbody>\n";
+    for (size_t r = 0; r < rows; ++r) {
+      const EdgeRecurrence& e = rec[r];
+      const std::string name = e.from + " \xe2\x86\x92 " + e.to;
+      h += "<tr><th class=\"edge\">" + esc(name) + "</th>";
+      std::map<int, double> at;
+      for (size_t k = 0; k < e.cells.size(); ++k) at[e.cells[k]] = e.scores[k];
+      for (int c : done) {
+        auto it = at.find(c);
+        if (it == at.end()) {
+          h += "<td></td>";
+        } else {
+          h += "<td class=\"v\" style=\"background:" + heat_colour(it->second / vmax) + "\" title=\"" +
+               esc(name + " in " + s.cells[c].id + ": " + fmt("%.6g", it->second)) + "\"></td>";
+        }
+      }
+      h += "</tr>\n";
+    }
+    h += "</tbody></table></div>\n";
+
+    const size_t trows = std::min<size_t>(rec.size(), std::max(1, s.recurrence_rows));
+    h += "<h2>Most recurrent edges</h2>\n<p class=\"meta\">Of " + std::to_string(done.size()) +
+         " done cells; flags are novel / syn field / syn table as 0 or 1.</p>\n";
+    h += "<div class=\"scroll\"><table id=\"recurrence\">\n<thead><tr><th>edge</th><th>cells</th><th>mean score</th>"
+         "<th>sign (+/&minus;)</th><th>features</th><th>command sets</th><th>models</th><th>flags</th></tr></thead>\n<tbody>\n";
+    for (size_t r = 0; r < trows; ++r) {
+      const EdgeRecurrence& e = rec[r];
+      std::set<std::string> feats, css, models, flags;
+      for (int c : e.cells) {
+        feats.insert(s.cells[c].feature);
+        css.insert("CS" + std::to_string(s.cells[c].commandset));
+        models.insert("BM" + std::to_string(s.cells[c].model));
+        flags.insert(flags_code(s.cells[c]));
+      }
+      h += "<tr><td><code>" + esc(e.from + " \xe2\x86\x92 " + e.to) + "</code></td><td class=\"num\">" +
+           std::to_string(e.cells.size()) + " / " + std::to_string(done.size()) + "</td><td class=\"num\">" +
+           fmt("%.4f", e.mean_score) + "</td><td class=\"num\">" + std::to_string(e.n_positive) + " / " +
+           std::to_string(e.n_negative) + "</td><td>" + esc(join(feats)) + "</td><td>" + esc(join(css)) + "</td><td>" +
+           esc(join(models)) + "</td><td>" + esc(join(flags)) + "</td></tr>\n";
+    }
+    h += "</tbody></table></div>\n";
+  }
+  h += "</body>\n</html>\n";
+  return h;
+}
+
+}  // namespace teap::report

@@ -1,0 +1,56 @@
+// Owns the sweep's summary page (OUT/index.html): every cell with its status, baselines, clean
+// accuracy, number of consistent edges and links to its files; and the comparison across cells (a
+// heatmap of edge x cell and the edges that recur most, with the features, command sets, models and
+// flags of the cells they recur in). Self-contained HTML (inline CSS, no script, no network).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "report/notebook_json.hpp"
+
+namespace teap::report {
+
+enum class CellStatus { Done, Partial, Missing, Failed, Degenerate };
+std::string to_string(CellStatus s);  // "done", "partial", "missing", "failed", "degenerate"
+
+struct CellSummary {
+  std::string id;
+  int64_t model = 0, commandset = 0;
+  std::string feature;
+  bool use_novel_names = false, use_synonyms_field = false, use_synonyms_table = false;
+  CellStatus status = CellStatus::Missing;
+  int batches_present = 0, n_batches = 0, batches_failed = 0;
+  std::vector<std::string> problems;  // one line each: missing batches, failure messages
+  bool has_baselines = false;         // done or degenerate: the numbers below are set
+  double clean_ld = 0, corrupt_ld = 0, clean_metric = 0, corrupt_metric = 0, clean_accuracy = 0;
+  int top_n = 0;
+  std::vector<NamedEdge> edges;                // consistent edges (done cells)
+  std::string json_href, html_href, svg_href;  // relative to index.html; empty when not written
+};
+
+struct SweepSummary {
+  std::string title = "tinysql-eap sweep";
+  std::vector<std::string> lines;  // header lines (folder, job, settings)
+  std::vector<CellSummary> cells;  // in manifest order
+  int heatmap_rows = 60;           // most recurrent edges shown in the heatmap
+  int recurrence_rows = 40;        // rows of the recurrence table
+};
+
+// An edge across the done cells: where it is consistent and with what score.
+struct EdgeRecurrence {
+  std::string from, to;
+  std::vector<int> cells;     // indices into SweepSummary::cells
+  std::vector<double> scores;  // its score in each of those cells
+  double mean_score = 0;
+  int n_positive = 0, n_negative = 0;
+};
+
+// Every edge consistent in at least one done cell, most recurrent first, then by mean |score|,
+// then by name.
+std::vector<EdgeRecurrence> edge_recurrence(const std::vector<CellSummary>& cells);
+
+std::string summary_html(const SweepSummary& s);
+
+}  // namespace teap::report

@@ -1,0 +1,39 @@
+// Owns running a job: the sweep folder (manifest, unit files, failures, per-rank logs), resuming
+// what is missing, ranks pulling work units, rank groups, progress, and stopping cleanly on a
+// pre-emption signal. One work unit = one cell x one batch index, written as one HDF5 file.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "job/job.hpp"
+
+namespace teap::dist {
+class Runtime;
+}
+
+namespace teap::runner {
+
+struct RunOptions {
+  bool dry_run = false;  // print the cells and which are done; compute nothing
+};
+
+struct RunSummary {
+  int64_t units_total = 0, units_done_before = 0, units_done_now = 0, units_failed = 0;
+  bool interrupted = false;  // stopped by a signal before all work was done
+};
+
+// Every rank calls this. Bad input (a sweep folder holding another job's results, a model that
+// cannot be found) is an InputError on every rank, before anything is written.
+RunSummary run_sweep(const job::Job& job, const dist::Runtime& rt, const RunOptions& options);
+
+// The unit file of (cell, batch) under `out`.
+std::string unit_path(const std::string& out, const std::string& cell_id, int batch);
+// The failure note of (cell, batch) under `out`.
+std::string failure_path(const std::string& out, const std::string& cell_id, int batch);
+
+// Thread count for one rank: the job's, else SLURM_CPUS_PER_TASK, else the node's cores shared
+// among its ranks.
+int threads_per_rank(int job_threads, int ranks_on_node);
+
+}  // namespace teap::runner

@@ -1,0 +1,107 @@
+// report_fixture OUTDIR: writes, with the report library alone, what the browser and Python tests
+// open: a result JSON in the notebook's schema and name, its Sankey as HTML (plotly.js inline) and
+// SVG, and a summary page over five cells of every status.
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "eap/graph.hpp"
+#include "report/notebook_json.hpp"
+#include "report/sankey.hpp"
+#include "report/summary.hpp"
+#include "util/error.hpp"
+#include "util/files.hpp"
+
+using namespace teap;
+using namespace teap::report;
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: report_fixture OUTDIR\n");
+    return 2;
+  }
+  try {
+    const std::string out = argv[1];
+    std::filesystem::create_directories(out);
+    Result r;
+    r.metadata.model = 1;
+    r.metadata.commandset = 1;
+    r.metadata.hf_model = "withmartian/sql_interp_bm1_cs1_experiment_1.10";
+    r.metadata.feature_name = "EngTableName";
+    r.metadata.use_synonyms_table = true;
+    r.metadata.num_sql_fields = 2;
+    r.metadata.batch_size = 30;
+    r.metadata.n_batches = 5;
+    r.metadata.n_positions = 41;
+    r.metadata.n_layers = 2;
+    r.metadata.n_heads = 16;
+    r.parameters.top_n_edges = 10;
+    r.parameters.clean_logit_diff = 4.123456789123;
+    r.parameters.corrupt_logit_diff = -0.987654321987;
+    r.parameters.clean_metric = 1.0;
+    r.parameters.corrupt_metric = 0.0;
+    r.parameters.extra["clean_accuracy"] = 29.0 / 30;
+    r.parameters.extra["downstream_heads"] = "qkv";
+    r.parameters.extra["metric_pairing"] = "own";
+    r.parameters.extra["signed_rank"] = false;
+    r.parameters.extra["seed"] = 0;
+    r.parameters.extra["dtype"] = "float32";
+    r.parameters.extra["program_version"] = "fixture";
+    const char* up[] = {"head.0.3", "mlp.0", "head.0.11", "head.1.7", "head.0.3", "mlp.0", "head.1.2", "head.0.5"};
+    const char* down[] = {"head.1.7.q", "mlp.1", "mlp.0", "mlp.1", "mlp.1", "head.1.2.k", "mlp.1", "head.1.7.v"};
+    const double score[] = {0.312345678912, -0.2234567891, 0.15, 0.1123456789, -0.0623456789, 0.0412345678, 0.0301234567,
+                            -1.2e-09};
+    for (int i = 0; i < 8; ++i) r.edges.push_back({eap::display_name(up[i]), eap::display_name(down[i]), score[i]});
+    const std::string json_name = result_file_name(r.metadata);
+    write_file_atomic(out + "/" + json_name, dump_python_json(to_json(r)));
+
+    const Sankey s = build_sankey(r.edges);
+    const PageInfo info{"BM1.CS1.EngTableName.novel0.synfield0.syntable1", {"fixture: 8 consistent edges"}};
+    write_file_atomic(out + "/sankey.html", sankey_html(s, info, load_plotly_js()));
+    write_file_atomic(out + "/sankey.svg", sankey_svg(s, info));
+
+    SweepSummary sum;
+    sum.lines = {"fixture sweep"};
+    const char* feats[] = {"EngTableName", "EngFieldName", "DefTableName", "DefFieldName", "EngTableName", "EngFieldName"};
+    const CellStatus st[] = {CellStatus::Done, CellStatus::Done, CellStatus::Partial, CellStatus::Missing, CellStatus::Failed,
+                             CellStatus::Degenerate};
+    for (int i = 0; i < 6; ++i) {
+      CellSummary c;
+      c.id = std::string("BM1.CS") + std::to_string(1 + i % 2) + "." + feats[i] + ".novel0.synfield0.syntable0";
+      c.model = 1;
+      c.commandset = 1 + i % 2;
+      c.feature = feats[i];
+      c.status = st[i];
+      c.n_batches = 5;
+      c.batches_present = st[i] == CellStatus::Done || st[i] == CellStatus::Degenerate ? 5 : st[i] == CellStatus::Missing ? 0 : 3;
+      if (st[i] == CellStatus::Failed) {
+        c.batches_failed = 1;
+        c.problems = {"batch 3: out of memory"};
+      }
+      if (st[i] == CellStatus::Partial) c.problems = {"missing batches 3, 4"};
+      if (st[i] == CellStatus::Done || st[i] == CellStatus::Degenerate) {
+        c.has_baselines = true;
+        c.clean_ld = st[i] == CellStatus::Done ? 4.1 + i : 2.0;
+        c.corrupt_ld = st[i] == CellStatus::Done ? -1.0 : 2.0;
+        c.clean_accuracy = 0.95;
+      }
+      if (st[i] == CellStatus::Done) {
+        c.edges = r.edges;
+        if (i == 1) c.edges.resize(4);
+        c.json_href = json_name;
+        c.html_href = "sankey.html";
+        c.svg_href = "sankey.svg";
+      }
+      sum.cells.push_back(c);
+    }
+    write_file_atomic(out + "/index.html", summary_html(sum));
+    std::printf("%s\n", (out + "/" + json_name).c_str());
+    return 0;
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "report_fixture: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "report_fixture: failure: %s\n", e.what());
+    return 1;
+  }
+}

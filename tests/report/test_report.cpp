@@ -1,0 +1,555 @@
+// The reducer's outputs without a model or HDF5: the notebook's JSON (golden text, rounding,
+// names, file name, reading notebook-written files), the Sankey data / HTML / SVG, the summary page.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "eap/graph.hpp"
+#include "report/notebook_json.hpp"
+#include "report/sankey.hpp"
+#include "report/summary.hpp"
+#include "util/error.hpp"
+
+namespace {
+
+using namespace teap;
+using namespace teap::report;
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string temp_file(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path, std::ios::binary) << text;
+  return path;
+}
+
+template <class F>
+std::string input_error(F f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "(no InputError)";
+}
+
+size_t count(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t p = 0; (p = s.find(what, p)) != std::string::npos; p += what.size()) ++n;
+  return n;
+}
+
+// Minimal XML well-formedness: balanced tags, quoted attributes, known entities only.
+bool well_formed_xml(const std::string& x, std::string* why) {
+  std::vector<std::string> stack;
+  size_t i = 0;
+  auto fail = [&](const std::string& m) {
+    *why = m + " at byte " + std::to_string(i);
+    return false;
+  };
+  bool root_seen = false;
+  while (i < x.size()) {
+    if (x[i] == '&') {
+      const size_t e = x.find(';', i);
+      if (e == std::string::npos) return fail("bad entity");
+      const std::string ent = x.substr(i, e - i + 1);
+      if (ent != "&amp;" && ent != "&lt;" && ent != "&gt;" && ent != "&quot;" && ent != "&#39;") return fail("entity " + ent);
+      i = e + 1;
+      continue;
+    }
+    if (x[i] != '<') {
+      if (x[i] == '>') return fail("stray >");
+      ++i;
+      continue;
+    }
+    if (x.compare(i, 5, "<?xml") == 0) {
+      i = x.find("?>", i) + 2;
+      continue;
+    }
+    if (x.compare(i, 4, "<!--") == 0) {
+      i = x.find("-->", i) + 3;
+      continue;
+    }
+    const size_t e = x.find('>', i);
+    if (e == std::string::npos) return fail("unclosed tag");
+    std::string tag = x.substr(i + 1, e - i - 1);
+    if (count(tag, "\"") % 2) return fail("unbalanced quotes in <" + tag + ">");
+    if (tag[0] == '/') {
+      const std::string name = tag.substr(1);
+      if (stack.empty() || stack.back() != name) return fail("mismatched </" + name + ">");
+      stack.pop_back();
+    } else {
+      const bool self = tag.back() == '/';
+      const std::string name = tag.substr(0, tag.find_first_of(" /\n"));
+      if (stack.empty() && root_seen) return fail("second root element");
+      root_seen = true;
+      if (!self) stack.push_back(name);
+    }
+    i = e + 1;
+  }
+  if (!stack.empty()) {
+    *why = "unclosed <" + stack.back() + ">";
+    return false;
+  }
+  return root_seen;
+}
+
+Result golden_result() {
+  Result r;
+  r.metadata.timestamp = "2026-11-30T10:00:00.123456";
+  r.metadata.model = 1;
+  r.metadata.commandset = 1;
+  r.metadata.hf_model = "withmartian/sql_interp_bm1_cs1_experiment_1.10";
+  r.metadata.feature_name = "EngTableName";
+  r.metadata.use_synonyms_table = true;
+  r.metadata.num_sql_fields = 2;
+  r.metadata.batch_size = 30;
+  r.metadata.n_batches = 5;
+  r.metadata.n_positions = 40;
+  r.metadata.n_layers = 2;
+  r.metadata.n_heads = 16;
+  r.parameters.top_n_edges = 10;
+  r.parameters.clean_logit_diff = 3.14159265358979;
+  r.parameters.corrupt_logit_diff = -1.0000000049;
+  r.parameters.clean_metric = 1.0;
+  r.parameters.corrupt_metric = 0.0;
+  r.parameters.extra["clean_accuracy"] = 0.9333333333333333;
+  r.parameters.extra["downstream_heads"] = "qkv";
+  r.parameters.extra["signed_rank"] = false;
+  r.parameters.extra["seed"] = 0;
+  r.parameters.extra["note"] = "caf\xc3\xa9 \xe2\x86\x92 \xf0\x9f\x98\x80 \"q\"\n";
+  r.edges = {{eap::display_name("head.0.3"), eap::display_name("head.1.7.q"), 0.123456785},
+             {eap::display_name("mlp.0"), eap::display_name("mlp.1"), -2.5e-09},
+             {eap::display_name("head.1.7"), eap::display_name("mlp.1"), 1.5e-05}};
+  return r;
+}
+
+// --- Notebook JSON ---------------------------------------------------------------------------------
+
+TEST(NotebookJson, FloatReprLikePython) {
+  const std::map<double, std::string> cases = {
+      {0.1, "0.1"},         {1.0, "1.0"},
+      {1e-05, "1e-05"},     {0.0001, "0.0001"},
+      {1e16, "1e+16"},      {1e15, "1000000000000000.0"},
+      {123456789.0, "123456789.0"}, {-2.5e-07, "-2.5e-07"},
+      {0.30000000000000004, "0.30000000000000004"}, {1.2345678901234567e-3, "0.0012345678901234567"},
+      {5e-324, "5e-324"},   {1.7976931348623157e308, "1.7976931348623157e+308"},
+      {100.0, "100.0"},     {1.0 / 3, "0.3333333333333333"}};
+  for (const auto& [x, want] : cases) EXPECT_EQ(python_float_repr(x), want) << x;
+  EXPECT_EQ(python_float_repr(-0.0), "-0.0");
+}
+
+TEST(NotebookJson, RoundLikePython) {
+  // Values from Python 3: round(x, 8).
+  EXPECT_EQ(python_round8(0.123456785), 0.12345678);  // the binary value lies below the tie
+  EXPECT_EQ(python_round8(0.001953125), 0.00195312);  // an exact tie: half to even
+  EXPECT_EQ(python_round8(7.5e-09), 1e-08);
+  EXPECT_EQ(python_round8(12345.678901234), 12345.67890123);
+  EXPECT_EQ(python_round8(-1.23456789012), -1.23456789);
+  EXPECT_EQ(python_round8(0.30000000000000004), 0.3);
+  EXPECT_EQ(python_round8(5e-324), 0.0);
+  EXPECT_TRUE(std::signbit(python_round8(-4e-09)));  // -0.0, as Python
+}
+
+TEST(NotebookJson, GoldenTextAsPythonWritesIt) {
+  // golden_result.json is what json.dump(indent=2) writes for the same dict after the notebook's rounding.
+  const std::string golden = slurp(std::string(TEAP_REPORT_TEST_DIR) + "/golden_result.json");
+  ASSERT_FALSE(golden.empty());
+  EXPECT_EQ(dump_python_json(to_json(golden_result())), golden);
+}
+
+TEST(NotebookJson, KeysInTheNotebookOrder) {
+  const auto doc = to_json(golden_result());
+  std::vector<std::string> top, md, pa;
+  for (auto it = doc.begin(); it != doc.end(); ++it) top.push_back(it.key());
+  for (auto it = doc["metadata"].begin(); it != doc["metadata"].end(); ++it) md.push_back(it.key());
+  for (auto it = doc["parameters"].begin(); it != doc["parameters"].end(); ++it) pa.push_back(it.key());
+  EXPECT_EQ(top, (std::vector<std::string>{"metadata", "parameters", "edges"}));
+  EXPECT_EQ(md, (std::vector<std::string>{"source", "timestamp", "model", "commandset", "hf_model", "feature_name",
+                                           "use_novel_names", "use_synonyms_field", "use_synonyms_table", "num_sql_fields",
+                                           "batch_size", "n_batches", "n_positions", "n_layers", "n_heads"}));
+  EXPECT_EQ(std::vector<std::string>(pa.begin(), pa.begin() + 5),
+            (std::vector<std::string>{"top_n_edges", "clean_logit_diff", "corrupt_logit_diff", "clean_metric", "corrupt_metric"}));
+  for (const auto& e : doc["edges"]) {
+    std::vector<std::string> ek;
+    for (auto it = e.begin(); it != e.end(); ++it) ek.push_back(it.key());
+    EXPECT_EQ(ek, (std::vector<std::string>{"from_edge", "to_edge", "score"}));
+  }
+}
+
+TEST(NotebookJson, NamesAsTheNotebook) {
+  EXPECT_EQ(eap::display_name("head.0.3"), "l0.h3");
+  EXPECT_EQ(eap::display_name("head.1.7.q"), "l1.h7.q");
+  EXPECT_EQ(eap::display_name("mlp.0"), "l0.mlp");
+  const auto doc = to_json(golden_result());
+  EXPECT_EQ(doc["edges"][0]["from_edge"], "l0.h3");
+  EXPECT_EQ(doc["edges"][0]["to_edge"], "l1.h7.q");
+  EXPECT_EQ(doc["edges"][1]["from_edge"], "l0.mlp");
+}
+
+TEST(NotebookJson, FileName) {
+  ResultMetadata m;
+  m.model = 2;
+  m.commandset = 3;
+  m.feature_name = "DefFieldName";
+  m.use_novel_names = true;
+  m.use_synonyms_field = false;
+  m.use_synonyms_table = true;
+  // {novel}.{syn_table}.{syn_field}: table before field, as the notebook's eap_file_name().
+  EXPECT_EQ(result_file_name(m), "eap_results.BM2.CS3_cs1.DefFieldName.True.True.False.json");
+  m.use_synonyms_table = false;
+  m.use_synonyms_field = true;
+  EXPECT_EQ(result_file_name(m), "eap_results.BM2.CS3_cs1.DefFieldName.True.False.True.json");
+}
+
+TEST(NotebookJson, TimestampLikeIsoformat) {
+  EXPECT_TRUE(std::regex_match(iso_timestamp_now(), std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?)")));
+  Result r = golden_result();
+  r.metadata.timestamp.clear();
+  const auto doc = to_json(r);
+  EXPECT_FALSE(doc["metadata"]["timestamp"].get<std::string>().empty());
+}
+
+TEST(NotebookJson, NoNaNWritten) {
+  Result r = golden_result();
+  r.parameters.clean_metric = std::nan("");
+  EXPECT_THROW(to_json(r), std::invalid_argument);
+  r = golden_result();
+  r.edges[0].score = INFINITY;
+  EXPECT_THROW(to_json(r), std::invalid_argument);
+}
+
+TEST(NotebookJson, ReadsANotebookFile) {
+  // As the notebook's save_eap_results wrote it (Python json, a NaN in a parameter, an int score).
+  const std::string text = R"({
+  "metadata": {"source": "tinysql_EAP_JSON", "timestamp": "2025-01-02T03:04:05.678901", "model": 1,
+    "commandset": 1, "hf_model": "withmartian/x", "feature_name": "EngTableName", "use_novel_names": false,
+    "use_synonyms_field": false, "use_synonyms_table": false, "num_sql_fields": 2, "batch_size": 30,
+    "n_batches": 1, "n_positions": 37, "n_layers": 2, "n_heads": 16},
+  "parameters": {"top_n_edges": 10, "clean_logit_diff": 5.12345678, "corrupt_logit_diff": NaN,
+    "clean_metric": 1.0, "corrupt_metric": -Infinity},
+  "edges": [
+    {"from_edge": "l0.h3", "to_edge": "l1.mlp", "score": 0.01234567},
+    {"from_edge": "l0.mlp", "to_edge": "l1.mlp", "score": -2},
+    {"from_edge": "l1.h7", "to_edge": "l1.mlp", "score": 1e-05}
+  ]
+})";
+  const std::string path = temp_file("eap_results.BM1.CS1_cs1.EngTableName.False.False.False.json", text);
+  const auto edges = read_result_edges(path);
+  ASSERT_EQ(edges.size(), 3u);
+  EXPECT_EQ(edges[0].from, "l0.h3");
+  EXPECT_EQ(edges[0].to, "l1.mlp");
+  EXPECT_DOUBLE_EQ(edges[0].score, 0.01234567);
+  EXPECT_EQ(edges[1].score, -2.0);
+  EXPECT_EQ(edges[2].score, 1e-05);
+  // Ours reads back to the same edges (rounded).
+  const auto ours = parse_result(dump_python_json(to_json(golden_result())), "ours.json");
+  ASSERT_EQ(ours.edges.size(), 3u);
+  EXPECT_EQ(ours.edges[0].score, 0.12345678);
+  EXPECT_EQ(ours.edges[2].to, "l1.mlp");
+}
+
+TEST(NotebookJson, BadFilesNameFileAndKey) {
+  EXPECT_EQ(input_error([] { read_result("/no/such/x.json"); }), "/no/such/x.json: no such file");
+  const std::string empty = temp_file("empty.json", "");
+  EXPECT_NE(input_error([&] { read_result(empty); }).find("empty.json: empty file"), std::string::npos);
+  const std::string trunc = temp_file("trunc.json", R"({"metadata": {"model": 1}, "edges": [{"from_e)");
+  EXPECT_EQ(input_error([&] { read_result(trunc); }), trunc + ": not valid JSON");
+  const std::string list = temp_file("list.json", "[1, 2]");
+  EXPECT_EQ(input_error([&] { read_result(list); }), list + ": not a result JSON: the top level is not an object");
+  const std::string noedges = temp_file("noedges.json", R"({"metadata": {}, "parameters": {}})");
+  EXPECT_EQ(input_error([&] { read_result(noedges); }), noedges + ": not a result JSON: key 'edges' missing");
+  const std::string nometa = temp_file("nometa.json", R"({"parameters": {}, "edges": []})");
+  EXPECT_EQ(input_error([&] { read_result(nometa); }), nometa + ": not a result JSON: key 'metadata' missing");
+  const std::string badscore =
+      temp_file("badscore.json", R"({"metadata": {}, "parameters": {}, "edges": [{"from_edge": "a", "to_edge": "b", "score": 1},
+        {"from_edge": "a", "to_edge": "b", "score": "0.5"}]})");
+  EXPECT_EQ(input_error([&] { read_result(badscore); }), badscore + ": edges[1].score: not a number");
+  const std::string nanscore =
+      temp_file("nanscore.json", R"({"metadata": {}, "parameters": {}, "edges": [{"from_edge": "a", "to_edge": "b", "score": NaN}]})");
+  EXPECT_EQ(input_error([&] { read_result(nanscore); }), nanscore + ": edges[0].score: not a number");
+  const std::string nofrom = temp_file("nofrom.json", R"({"metadata": {}, "parameters": {}, "edges": [{"to_edge": "b", "score": 1}]})");
+  EXPECT_EQ(input_error([&] { read_result(nofrom); }), nofrom + ": edges[0].from_edge: missing");
+}
+
+// --- Sankey --------------------------------------------------------------------------------------
+
+std::vector<NamedEdge> sample_edges() {
+  return {{"l0.h3", "l1.mlp", 0.5}, {"l0.mlp", "l1.h2.q", -0.25}, {"l1.h2", "l1.mlp", 0.0}, {"l0.h3", "l2.mlp", 0.1}};
+}
+
+TEST(Sankey, NodesInLayerOrderWithNotebookLabelsAndColours) {
+  const Sankey s = build_sankey(sample_edges());
+  ASSERT_EQ(s.nodes.size(), 6u);
+  const std::vector<std::string> names = {"l0.h3", "l0.mlp", "l1.h2", "l1.h2.q", "l1.mlp", "l2.mlp"};
+  for (size_t i = 0; i < names.size(); ++i) {
+    EXPECT_EQ(s.nodes[i].name, names[i]);
+    EXPECT_EQ(s.nodes[i].color, kSankeyPalette[i]);
+  }
+  EXPECT_EQ(s.nodes[0].label, "l0.h3<br>0.600");
+  EXPECT_EQ(s.nodes[1].label, "l0.mlp<br>-0.250");
+  EXPECT_EQ(s.nodes[4].label, "l1.mlp<br>0.500");
+  EXPECT_EQ(s.nodes[5].label, "l2.mlp<br>0.100");
+  EXPECT_EQ(s.n_layers, 3);
+  EXPECT_EQ(s.width, 600);
+  EXPECT_EQ(s.height, 400);
+}
+
+TEST(Sankey, PaletteCyclesAndWidthGrowsWithLayers) {
+  std::vector<NamedEdge> e;
+  for (int l = 0; l < 13; ++l) e.push_back({"l" + std::to_string(l) + ".h0", "l" + std::to_string(l) + ".mlp", 0.1});
+  const Sankey s = build_sankey(e);
+  ASSERT_EQ(s.nodes.size(), 26u);
+  EXPECT_EQ(s.nodes[10].color, kSankeyPalette[0]);
+  EXPECT_EQ(s.nodes[25].color, kSankeyPalette[5]);
+  EXPECT_EQ(s.n_layers, 13);
+  EXPECT_EQ(s.width, 650);  // max(50 x 13, 600)
+}
+
+TEST(Sankey, LinksWidthsColoursAndHoverLabels) {
+  const Sankey s = build_sankey(sample_edges());
+  ASSERT_EQ(s.n_real_links(), 4);
+  EXPECT_EQ(s.links[0].value, 0.5);
+  EXPECT_EQ(s.links[1].value, 0.25);
+  EXPECT_EQ(s.links[0].color, "rgba(0,0,255,0.3)");
+  EXPECT_EQ(s.links[1].color, "rgba(255,0,0,0.3)");
+  EXPECT_EQ(s.links[2].color, "rgba(0,0,0,0.1)");
+  EXPECT_EQ(s.links[0].label, "l0.h3 \xe2\x86\x92 l1.mlp<br>0.500");
+  EXPECT_EQ(s.links[1].label, "l0.mlp \xe2\x86\x92 l1.h2.q<br>-0.250");
+  EXPECT_EQ(s.nodes[s.links[1].source].name, "l0.mlp");
+  EXPECT_EQ(s.nodes[s.links[1].target].name, "l1.h2.q");
+}
+
+TEST(Sankey, GhostLinksAsTheNotebook) {
+  // included_layer_nodes keeps repeats: layer 0 [l0.h3, l0.mlp, l0.h3], layer 1 [l1.mlp, l1.h2.q,
+  // l1.h2, l1.mlp], layer 2 [l2.mlp]: (3 + 4) + (4 + 1) = 12 ghost links.
+  const Sankey s = build_sankey(sample_edges());
+  ASSERT_EQ(s.links.size(), 16u);
+  int ghosts = 0;
+  for (const auto& l : s.links)
+    if (l.ghost) {
+      ++ghosts;
+      EXPECT_EQ(l.value, 1e-6);
+      EXPECT_EQ(l.color, "rgba(0,255,0,0.0)");
+      EXPECT_EQ(l.label, "");
+    }
+  EXPECT_EQ(ghosts, 12);
+  // First pair: every layer-0 entry to the first layer-1 node (l1.mlp), then l0.h3 to every layer-1 entry.
+  EXPECT_EQ(s.nodes[s.links[4].source].name, "l0.h3");
+  EXPECT_EQ(s.nodes[s.links[4].target].name, "l1.mlp");
+  EXPECT_EQ(s.nodes[s.links[5].source].name, "l0.mlp");
+  EXPECT_EQ(s.nodes[s.links[7].source].name, "l0.h3");
+  EXPECT_EQ(s.nodes[s.links[8].target].name, "l1.h2.q");
+  EXPECT_EQ(build_sankey(sample_edges(), false).links.size(), 4u);
+  // One layer: no ghost links.
+  EXPECT_EQ(build_sankey({{"l0.h1", "l0.mlp", 0.2}}).links.size(), 1u);
+}
+
+TEST(Sankey, InternalAndSpecialNames) {
+  const Sankey s = build_sankey({{"input", "l0.h1.v", 0.2}, {"l1.mlp", "logits", -0.1}, {"head.0.1", "mlp.1", 0.3}});
+  std::vector<std::string> names;
+  for (const auto& n : s.nodes) names.push_back(n.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"input", "head.0.1", "l0.h1.v", "l1.mlp", "mlp.1", "logits"}));
+  EXPECT_EQ(s.nodes.front().layer, -1);
+  EXPECT_EQ(s.nodes.back().layer, 2);
+}
+
+nlohmann::json script_var(const std::string& html, const std::string& var) {
+  const std::string key = "var " + var + " = ";
+  const size_t a = html.find(key);
+  if (a == std::string::npos) return nullptr;
+  const size_t b = html.find(";\n", a);
+  return nlohmann::json::parse(html.substr(a + key.size(), b - a - key.size()));
+}
+
+TEST(Sankey, HtmlCarriesTheNotebookFigure) {
+  const Sankey s = build_sankey(sample_edges());
+  const std::string html = sankey_html(s, {"BM1.CS1 <test>", {"a & b"}}, "/* Plotly stand-in */ var Plotly;");
+  EXPECT_NE(html.find("/* Plotly stand-in */"), std::string::npos);
+  EXPECT_NE(html.find("<h1>BM1.CS1 &lt;test&gt;</h1>"), std::string::npos);
+  EXPECT_NE(html.find("a &amp; b"), std::string::npos);
+  const auto data = script_var(html, "data");
+  ASSERT_TRUE(data.is_array());
+  const auto& t = data[0];
+  EXPECT_EQ(t["type"], "sankey");
+  EXPECT_EQ(t["arrangement"], "perpendicular");
+  EXPECT_EQ(t["node"]["label"].size(), 6u);
+  EXPECT_EQ(t["node"]["label"][0], "l0.h3<br>0.600");
+  EXPECT_EQ(t["node"]["color"][1], kSankeyPalette[1]);
+  EXPECT_EQ(t["node"]["pad"], 15);
+  EXPECT_EQ(t["node"]["thickness"], 20);
+  EXPECT_EQ(t["node"]["line"]["width"], 0.0);
+  EXPECT_EQ(t["link"]["source"].size(), 16u);
+  EXPECT_EQ(t["link"]["value"][1], 0.25);
+  EXPECT_EQ(t["link"]["value"][15], 1e-6);
+  EXPECT_EQ(t["link"]["label"][0], "l0.h3 \xe2\x86\x92 l1.mlp<br>0.500");
+  EXPECT_EQ(t["link"]["arrowlen"], 25);
+  EXPECT_EQ(t["domain"]["y"], nlohmann::json::array({0, 1}));
+  const auto layout = script_var(html, "layout");
+  EXPECT_EQ(layout["height"], 400);
+  EXPECT_EQ(layout["width"], 600);
+  EXPECT_EQ(layout["font"]["size"], 14);
+  EXPECT_EQ(layout["margin"]["t"], 20);
+  EXPECT_EQ(layout["paper_bgcolor"], "white");
+  // A node name cannot close the script element.
+  const std::string evil = sankey_html(build_sankey({{"</script><b>", "l1.mlp", 1}}), {}, "");
+  EXPECT_EQ(count(evil, "</script>"), 2u);  // the (empty) plotly element and the data element
+  // Shared plotly file instead of inline.
+  const std::string shared = sankey_html(s, {}, "", "../../plotly.min.js");
+  EXPECT_NE(shared.find("<script src=\"../../plotly.min.js\"></script>"), std::string::npos);
+}
+
+TEST(Sankey, EmptyEdgesSayNothingToDraw) {
+  const Sankey s = build_sankey({});
+  EXPECT_TRUE(s.nodes.empty());
+  EXPECT_NE(sankey_html(s, {}, "").find("id=\"no-edges\""), std::string::npos);
+  std::string why;
+  EXPECT_TRUE(well_formed_xml(sankey_svg(s, {"empty", {}}), &why)) << why;
+}
+
+TEST(Sankey, SvgWellFormedOnePathPerLink) {
+  std::vector<NamedEdge> e = sample_edges();
+  e.push_back({"l0.h<&>", "l2.mlp", -0.05});  // names are escaped
+  const Sankey s = build_sankey(e);
+  const std::string svg = sankey_svg(s, {"cell <1>", {}});
+  std::string why;
+  EXPECT_TRUE(well_formed_xml(svg, &why)) << why;
+  EXPECT_EQ(svg.rfind("<?xml", 0), 0u);
+  EXPECT_EQ(count(svg, "<path class=\"link\""), 5u);
+  EXPECT_EQ(count(svg, "<rect class=\"node\""), s.nodes.size());
+  EXPECT_NE(svg.find("stroke=\"rgb(0,0,255)\" stroke-opacity=\"0.3\""), std::string::npos);
+  EXPECT_NE(svg.find("stroke=\"rgb(255,0,0)\" stroke-opacity=\"0.3\""), std::string::npos);
+  EXPECT_NE(svg.find("fill=\"rgb(31,119,180)\" fill-opacity=\"0.8\""), std::string::npos);
+  EXPECT_NE(svg.find("l0.h&lt;&amp;&gt;"), std::string::npos);
+  EXPECT_NE(svg.find(">layer 2<"), std::string::npos);
+  // Widths proportional to |score|: the 0.5 link is twice the 0.25 link.
+  std::regex w(R"(<path class="link"[^>]*stroke-width="([0-9.]+)")");
+  std::vector<double> widths;
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), w); it != std::sregex_iterator(); ++it)
+    widths.push_back(std::stod((*it)[1]));
+  ASSERT_EQ(widths.size(), 5u);
+  EXPECT_NEAR(widths[0] / widths[1], 2.0, 0.02);
+  EXPECT_NEAR(widths[0] / widths[3], 5.0, 0.05);
+  // Labels: name and sum.
+  EXPECT_NE(svg.find(">l0.h3</tspan>"), std::string::npos);
+  EXPECT_NE(svg.find(">0.600</tspan>"), std::string::npos);
+}
+
+TEST(Sankey, PlotlyJsFromEnvOrAClearError) {
+  const char* old = std::getenv("TEAP_PLOTLY_JS");
+  const std::string saved = old ? old : "";
+  setenv("TEAP_PLOTLY_JS", "/no/such/plotly.min.js", 1);
+  EXPECT_NE(input_error([] { find_plotly_js(); }).find("/no/such/plotly.min.js: no such file"), std::string::npos);
+  const std::string fake = temp_file("plotly.min.js", "x");
+  setenv("TEAP_PLOTLY_JS", fake.c_str(), 1);
+  EXPECT_EQ(find_plotly_js(), fake);
+  if (old) setenv("TEAP_PLOTLY_JS", saved.c_str(), 1);
+  else unsetenv("TEAP_PLOTLY_JS");
+}
+
+// --- Summary -------------------------------------------------------------------------------------
+
+std::vector<CellSummary> sample_cells() {
+  std::vector<CellSummary> cells(5);
+  const char* feats[] = {"EngTableName", "EngFieldName", "DefTableName", "DefFieldName", "EngTableName"};
+  for (int i = 0; i < 5; ++i) {
+    cells[i].id = "BM1.CS" + std::to_string(i % 2 + 1) + "." + feats[i] + ".novel0.synfield0.syntable0";
+    cells[i].model = 1;
+    cells[i].commandset = i % 2 + 1;
+    cells[i].feature = feats[i];
+    cells[i].n_batches = 5;
+  }
+  cells[0].status = CellStatus::Done;
+  cells[0].batches_present = 5;
+  cells[0].has_baselines = true;
+  cells[0].clean_ld = 4.5;
+  cells[0].corrupt_ld = -1.25;
+  cells[0].clean_accuracy = 0.9;
+  cells[0].edges = {{"l0.h3", "l1.mlp", 0.5}, {"l0.mlp", "l1.mlp", -0.2}};
+  cells[0].json_href = "cells/a/x.json";
+  cells[0].html_href = "cells/a/sankey.html";
+  cells[0].svg_href = "cells/a/sankey.svg";
+  cells[1].status = CellStatus::Partial;
+  cells[1].batches_present = 2;
+  cells[1].problems = {"missing batches 2, 3, 4"};
+  cells[2].status = CellStatus::Missing;
+  cells[3].status = CellStatus::Failed;
+  cells[3].batches_present = 4;
+  cells[3].batches_failed = 1;
+  cells[3].problems = {"batch 4: CUDA out of memory"};
+  cells[4].status = CellStatus::Degenerate;
+  cells[4].batches_present = 5;
+  cells[4].has_baselines = true;
+  cells[4].clean_ld = cells[4].corrupt_ld = 2.0;
+  return cells;
+}
+
+TEST(Summary, StatusesAndNumbers) {
+  SweepSummary s;
+  s.cells = sample_cells();
+  const std::string html = summary_html(s);
+  std::string why;
+  EXPECT_NE(html.find("<table id=\"cells\">"), std::string::npos);
+  EXPECT_EQ(count(html, "<tr class=\"cell\""), 5u);
+  for (const char* st : {"done", "partial", "missing", "failed", "degenerate"})
+    EXPECT_EQ(count(html, std::string("data-status=\"") + st + "\""), 1u) << st;
+  EXPECT_NE(html.find(">partial 2 of 5<"), std::string::npos);
+  EXPECT_NE(html.find(">failed (1)<"), std::string::npos);
+  EXPECT_NE(html.find("batch 4: CUDA out of memory"), std::string::npos);
+  EXPECT_NE(html.find(">4.500<"), std::string::npos);
+  EXPECT_NE(html.find(">-1.250<"), std::string::npos);
+  EXPECT_NE(html.find(">90.0%<"), std::string::npos);
+  EXPECT_NE(html.find("href=\"cells/a/sankey.html\""), std::string::npos);
+  EXPECT_NE(html.find("href=\"cells/a/sankey.svg\""), std::string::npos);
+  EXPECT_NE(html.find("href=\"cells/a/x.json\""), std::string::npos);
+  EXPECT_EQ(html.find("nan"), std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos);  // self-contained, no script
+  EXPECT_EQ(to_string(CellStatus::Degenerate), "degenerate");
+}
+
+TEST(Summary, RecurrenceAcrossCells) {
+  auto cells = sample_cells();
+  cells[1].status = CellStatus::Done;
+  cells[1].edges = {{"l0.h3", "l1.mlp", 0.3}, {"l1.h2", "l1.mlp", 0.1}};
+  cells[2].status = CellStatus::Done;
+  cells[2].edges = {{"l0.h3", "l1.mlp", -0.1}};
+  const auto rec = edge_recurrence(cells);
+  ASSERT_EQ(rec.size(), 3u);
+  EXPECT_EQ(rec[0].from, "l0.h3");
+  EXPECT_EQ(rec[0].cells, (std::vector<int>{0, 1, 2}));
+  EXPECT_NEAR(rec[0].mean_score, 0.7 / 3, 1e-12);
+  EXPECT_EQ(rec[0].n_positive, 2);
+  EXPECT_EQ(rec[0].n_negative, 1);
+  EXPECT_EQ(rec[1].from, "l0.mlp");  // one cell each: larger |mean| first
+  SweepSummary s;
+  s.cells = cells;
+  const std::string html = summary_html(s);
+  EXPECT_NE(html.find("<table class=\"heat\" id=\"heatmap\">"), std::string::npos);
+  EXPECT_NE(html.find("<table id=\"recurrence\">"), std::string::npos);
+  EXPECT_NE(html.find(">3 / 3<"), std::string::npos);
+  EXPECT_NE(html.find("DefTableName, EngFieldName, EngTableName"), std::string::npos);
+  EXPECT_NE(html.find(">CS1, CS2<"), std::string::npos);
+  // 3 edges x 3 done cells: 5 coloured squares, 4 blanks.
+  EXPECT_EQ(count(html, "<td class=\"v\""), 5u);
+}
+
+TEST(Summary, NothingToCompare) {
+  SweepSummary s;
+  s.cells = sample_cells();
+  s.cells[0].edges.clear();
+  EXPECT_NE(summary_html(s).find("id=\"no-comparison\""), std::string::npos);
+}
+
+}  // namespace
