@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "tinysql/rng.hpp"
 #include "util/error.hpp"
 #include "util/files.hpp"
 
@@ -18,9 +19,13 @@ namespace fs = std::filesystem;
 
 struct Ctx {
   std::string file;
-  [[noreturn]] void fail(const toml::node* n, const std::string& key, const std::string& what) const {
+  // "FILE:LINE: key", the prefix of every message about `key` (set at node `n`).
+  std::string where(const toml::node* n, const std::string& key) const {
     const int line = n ? static_cast<int>(n->source().begin.line) : 0;
-    throw InputError(file + (line ? ":" + std::to_string(line) : "") + ": " + key + ": " + what);
+    return file + (line ? ":" + std::to_string(line) : "") + ": " + key;
+  }
+  [[noreturn]] void fail(const toml::node* n, const std::string& key, const std::string& what) const {
+    throw InputError(where(n, key) + ": " + what);
   }
   void only_keys(const toml::table& t, const std::string& where, const std::set<std::string>& allowed) const {
     for (const auto& [k, v] : t)
@@ -70,13 +75,26 @@ struct Ctx {
   }
 };
 
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;
+// "settings.batches: " for a line "batches = ..." under [settings]; "" when the line has no key.
+std::string key_on_line(const std::string& text, int line) {
+  std::istringstream in(text);
+  std::string l, table;
+  for (int i = 1; std::getline(in, l) && i <= line; ++i) {
+    const size_t a = l.find_first_not_of(" \t");
+    if (a == std::string::npos || l[a] == '#') continue;
+    if (l[a] == '[') {
+      const size_t b = l.find_first_not_of("[ \t", a), e = l.find(']', a);
+      table = b != std::string::npos && e != std::string::npos && e > b ? l.substr(b, l.find_last_not_of(" \t", e - 1) + 1 - b) : "";
+      if (i == line) return table.empty() ? "" : table + ": ";
+      continue;
+    }
+    if (i < line) continue;
+    const size_t eq = l.find('=');
+    if (eq == std::string::npos || eq == a) return "";
+    const std::string key = l.substr(a, l.find_last_not_of(" \t", eq - 1) + 1 - a);
+    return (table.empty() ? "" : table + ".") + key + ": ";
   }
-  return h;
+  return "";
 }
 
 std::string resolve(const std::string& base_dir, const std::string& p) {
@@ -113,7 +131,9 @@ Job load_job(const std::string& path) {
   try {
     root = toml::parse(job.text, path);
   } catch (const toml::parse_error& e) {
-    throw InputError(path + ":" + std::to_string(e.source().begin.line) + ": syntax error: " + std::string(e.description()));
+    const int line = static_cast<int>(e.source().begin.line);
+    throw InputError(path + ":" + std::to_string(line) + ": " + key_on_line(job.text, line) + "syntax error: " +
+                     std::string(e.description()));
   }
   const std::string dir = fs::absolute(fs::path(path)).parent_path().string();
   ctx.only_keys(root, "", {"output", "grid", "exclude", "settings", "models"});
@@ -122,6 +142,7 @@ Job load_job(const std::string& path) {
   if (!out) ctx.fail(nullptr, "output", "missing (the sweep folder)");
   if (!out->is_string() || out->as_string()->get().empty()) ctx.fail(out, "output", "expected a folder name");
   job.output = resolve(dir, out->as_string()->get());
+  job.output_origin = ctx.where(out, "output");
 
   static const toml::table empty;
   auto table = [&](const char* key) -> const toml::table& {
@@ -226,6 +247,12 @@ Job load_job(const std::string& path) {
     const toml::table& t = n ? *n->as_table() : empty;
     ctx.only_keys(t, "models." + bm, {"cs0", "cs1", "cs2", "cs3", "cs1_synonym", "cs2_synonym", "cs3_synonym", "tokenizer", "trim_vocab"});
     const std::string tokenizer = resolve(dir, ctx.get<std::string>(t, "models." + bm, "tokenizer", default_repository(m, 0, false)));
+    // Where a model name came from: its key, else the grid's model list (a default repository id).
+    auto origin = [&](const std::string& k) {
+      const toml::node* kn = t.get(k);
+      return kn ? ctx.where(kn, "models." + bm + "." + k)
+                : ctx.where(grid.get("models"), "models." + bm + "." + k + " (not set: default repository id)");
+    };
     for (int c : commandsets)
       for (auto f : feats)
         for (bool nv : novel)
@@ -245,9 +272,16 @@ Job load_job(const std::string& path) {
               const bool synonym = s.model_variant == "synonym" || (s.model_variant == "auto" && (sf || stb));
               const std::string key = "cs" + std::to_string(c) + (synonym && c > 0 ? "_synonym" : "");
               std::string weights = ctx.get<std::string>(t, "models." + bm, key.c_str(), "");
-              if (weights.empty() && synonym && c > 0) weights = ctx.get<std::string>(t, "models." + bm, ("cs" + std::to_string(c)).c_str(), "");
+              std::string weights_key = key;
+              if (weights.empty() && synonym && c > 0) {
+                weights_key = "cs" + std::to_string(c);
+                weights = ctx.get<std::string>(t, "models." + bm, weights_key.c_str(), "");
+                if (weights.empty()) weights_key = key;
+              }
               cell.weights = weights.empty() ? default_repository(m, c, synonym) : resolve(dir, weights);
+              cell.weights_origin = origin(weights_key);
               cell.tokenizer = tokenizer;
+              cell.tokenizer_origin = origin("tokenizer");
               // BM1 fine-tunes carry a pad row the base tokenizer lacks (models.md); trimming is a
               // no-op for a checkpoint whose vocabulary already matches.
               cell.trim_vocab = ctx.get<bool>(t, "models." + bm, "trim_vocab", m == 1 && c > 0);
@@ -261,7 +295,7 @@ Job load_job(const std::string& path) {
                  << ";dtype=" << s.dtype << ";downstream_heads=" << s.downstream_heads << ";metric_pairing=" << s.metric_pairing;
               cell.settings = os.str();
               char hex[17];
-              std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a(cell.settings)));
+              std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(tinysql::fnv1a64(cell.settings)));
               cell.hash = hex;
               job.cells.push_back(cell);
             }

@@ -213,6 +213,13 @@ RunSummary run_sweep(const job::Job& job, const dist::Runtime& rt, const RunOpti
   // Rank 0 checks everything and prepares the folder; the others learn the outcome and the
   // pending units from it, so that every rank fails alike or works alike.
   std::string setup_error, pending_text;
+  if (options.shard_count < 1 || options.shard_index < 0 || options.shard_index >= options.shard_count)
+    throw InputError("--shard " + std::to_string(options.shard_index) + "/" + std::to_string(options.shard_count) +
+                     ": expected K/N with 0 <= K < N");
+  const auto in_shard = [&](size_t cell, int batch) {
+    return (static_cast<int64_t>(cell) * s.batches + batch) % options.shard_count == options.shard_index;
+  };
+  int64_t shard_total = 0;  // units of this shard (all units without sharding)
   if (rt.rank() == 0) {
     try {
       if (rt.size() % s.group_size != 0)
@@ -220,33 +227,48 @@ RunSummary run_sweep(const job::Job& job, const dist::Runtime& rt, const RunOpti
                          std::to_string(rt.size()) + " ranks");
       std::set<std::string> checked;
       for (const auto& c : job.cells)
-        for (const std::string& name : {c.weights, c.tokenizer})
+        for (const auto& [name, origin] : {std::pair{c.weights, c.weights_origin}, std::pair{c.tokenizer, c.tokenizer_origin}})
           if (checked.insert(name).second) {
             try {
               model::resolve_model_path(name);
             } catch (const InputError& e) {
-              throw InputError(job.path + ": model of cell " + c.id + ": " + e.what());
+              if (!options.dry_run) throw InputError(origin + ": " + e.what());
+              std::printf("missing model: %s\n", e.what());
             }
           }
       const json manifest = merge_manifest(out + "/sweep.json", manifest_of(job));
       if (!options.dry_run) {
         std::error_code ec;
-        for (const char* sub : {"units", "failed", "logs", "cells"}) fs::create_directories(fs::path(out) / sub, ec);
+        for (const char* sub : {"units", "failed", "logs", "cells"})
+          if (fs::create_directories(fs::path(out) / sub, ec), ec) break;
         if (ec || access(out.c_str(), W_OK) != 0)
-          throw InputError(out + ": the output folder cannot be created or written (" + ec.message() + ")");
+          throw InputError(job.output_origin + ": " + out + ": the output folder cannot be created or written (" +
+                           (ec ? ec.message() : std::string("not writable")) + ")");
         write_file_atomic(out + "/sweep.json", manifest.dump(2) + "\n");
         write_file_atomic(out + "/job.toml", job.text);
-        // Half-written files of a killed run never carry a final name; remove them.
-        for (const auto& e : fs::recursive_directory_iterator(out + "/units"))
-          if (e.is_regular_file() && e.path().filename().string().find(".tmp.") != std::string::npos) fs::remove(e.path());
+        // Half-written files of a killed run never carry a final name; remove them (this shard's
+        // only: another shard may be writing its own right now).
+        std::map<std::string, size_t> cell_index;
+        for (size_t ci = 0; ci < job.cells.size(); ++ci) cell_index[job.cells[ci].id] = ci;
+        for (const auto& e : fs::recursive_directory_iterator(out + "/units")) {
+          const std::string name = e.path().filename().string();
+          if (!e.is_regular_file() || name.find(".tmp.") == std::string::npos) continue;
+          if (options.shard_count > 1) {
+            const auto it = cell_index.find(e.path().parent_path().filename().string());
+            int b = -1;
+            if (it == cell_index.end() || std::sscanf(name.c_str(), "b%d.h5", &b) != 1 || !in_shard(it->second, b)) continue;
+          }
+          fs::remove(e.path());
+        }
       }
       for (size_t ci = 0; ci < job.cells.size(); ++ci) {
         int done = 0;
         for (int b = 0; b < s.batches; ++b) {
-          if (fs::exists(unit_path(out, job.cells[ci].id, b))) {
-            ++done;
-            continue;
-          }
+          const bool exists = fs::exists(unit_path(out, job.cells[ci].id, b));
+          done += exists;
+          if (!in_shard(ci, b)) continue;
+          ++shard_total;
+          if (exists) continue;
           pending_text += std::to_string(ci) + " " + std::to_string(b) + "\n";
           if (!options.dry_run) fs::remove(failure_path(out, job.cells[ci].id, b));
         }
@@ -265,13 +287,16 @@ RunSummary run_sweep(const job::Job& job, const dist::Runtime& rt, const RunOpti
     throw std::runtime_error(setup_error.substr(1));
   }
   rt.broadcast(pending_text);
+  std::string total_text = std::to_string(shard_total);
+  rt.broadcast(total_text);
+  shard_total = std::stoll(total_text);
   std::vector<Unit> pending;
   {
     std::istringstream in(pending_text);
     Unit u;
     while (in >> u.cell >> u.batch) pending.push_back(u);
   }
-  summary.units_total = static_cast<int64_t>(job.cells.size()) * s.batches;
+  summary.units_total = shard_total;
   summary.units_done_before = summary.units_total - static_cast<int64_t>(pending.size());
   if (options.dry_run) {
     if (rt.rank() == 0)
@@ -283,7 +308,9 @@ RunSummary run_sweep(const job::Job& job, const dist::Runtime& rt, const RunOpti
 
   // Per-rank log file, every line carrying the rank.
   auto file_sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(
-      out + "/logs/rank-" + std::to_string(rt.rank()) + ".log", false);
+      out + "/logs/rank-" + std::to_string(rt.rank()) +
+          (options.shard_count > 1 ? ".shard-" + std::to_string(options.shard_index) : std::string()) + ".log",
+      false);
   file_sink->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [rank " + std::to_string(rt.rank()) + "] [%l] %v");
   auto logger = std::make_shared<spdlog::logger>("teap-rank", file_sink);
   logger->set_level(spdlog::get_level());
@@ -297,8 +324,11 @@ RunSummary run_sweep(const job::Job& job, const dist::Runtime& rt, const RunOpti
 
   const int threads = threads_per_rank(s.threads, rt.local_size());
   at::set_num_threads(threads);
-  spdlog::info("tinysql-eap {}: rank {} of {}, {} intra-op threads, group size {}, {} units pending of {}", TEAP_VERSION,
-               rt.rank(), rt.size(), threads, s.group_size, pending.size(), summary.units_total);
+  spdlog::info("tinysql-eap {}: rank {} of {}, {} intra-op threads, group size {}, {} units pending of {}{}", TEAP_VERSION,
+               rt.rank(), rt.size(), threads, s.group_size, pending.size(), summary.units_total,
+               options.shard_count > 1
+                   ? " (shard " + std::to_string(options.shard_index) + "/" + std::to_string(options.shard_count) + ")"
+                   : std::string());
   if (rt.rank() == 0)
     console->info("{} cells, {} units to do ({} done before), {} ranks x {} threads, log files in {}/logs",
                   job.cells.size(), pending.size(), summary.units_done_before, rt.size(), threads, out);
@@ -440,10 +470,12 @@ RunSummary run_sweep(const job::Job& job, const dist::Runtime& rt, const RunOpti
     if (group.leader()) finished.next();
     report(false);
   }
-  report(true);
   summary.units_done_now = rt.sum(group.leader() ? my_done : 0);
   summary.units_failed = rt.sum(group.leader() ? my_failed : 0);
-  summary.interrupted = rt.any(summary.interrupted);
+  // A signal that came after the last unit was taken stopped nothing.
+  summary.interrupted = rt.any(summary.interrupted) &&
+                        summary.units_done_now + summary.units_failed < static_cast<int64_t>(pending.size());
+  report(true);  // every rank has finished: the count is final
   spdlog::info("rank {} finished: {} units done, {} failed{}", rt.rank(), my_done, my_failed,
                summary.interrupted ? " (stopped by a signal)" : "");
   return summary;

@@ -81,20 +81,6 @@ model::ModelConfig tiny_config(Family f) {
   return c;
 }
 
-// random_model leaves the rotary frequencies to load_model; take them from a save/load round trip
-// of the same model (the weights used stay random_model's float64 ones).
-void ensure_rope(model::Model& m) {
-  if (m.config.family == Family::GptNeo || m.weights.rope_inv_freq.defined()) return;
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("teap_eap_test_" + std::to_string(::getpid()) + "_" + m.config.model_type);
-  model::save_model(m, dir.string());
-  model::LoadOptions lo;
-  lo.dtype = "float64";
-  const model::Model loaded = model::load_model(dir.string(), lo);
-  std::filesystem::remove_all(dir);
-  m.weights.rope_inv_freq = loaded.weights.rope_inv_freq;
-}
-
 // Multiplies attention (Q, K), and the other matrices of every layer; the embeddings stay.
 void scale_layers(model::Model& m, double qk, double rest) {
   for (auto& w : m.weights.layers) {
@@ -107,7 +93,6 @@ void scale_layers(model::Model& m, double qk, double rest) {
 // A float64 model with sharp attention and MLPs that matter, so second-order terms are visible.
 model::Model make_model(Family f, uint64_t seed = 7) {
   model::Model m = model::random_model(tiny_config(f), seed, at::kDouble);
-  ensure_rope(m);
   scale_layers(m, 10.0, 4.0);
   return m;
 }
@@ -370,8 +355,7 @@ TEST(EapDirectional, InputAndLogitsNodesDoNotChangeOtherScores) {
 TEST(EapPatching, RestoringOneEdgeMovesTheMetricByMinusS) {
   for (Family f : {Family::GptNeo, Family::Qwen2, Family::Llama}) {
     model::Model m = model::random_model(tiny_config(f), 31, at::kDouble);
-    ensure_rope(m);
-    scale_layers(m, 0.1, 0.1);  // small layer outputs: every block acts almost linearly
+      scale_layers(m, 0.1, 0.1);  // small layer outputs: every block acts almost linearly
     const Fixture fx(std::move(m), with_io(), make_batch(4, 8, 32));
     // Per kind of destination (q, k, v, mlp, logits), the 3 edges of largest |S|, where first order
     // must dominate. Not from the input node: its difference is a whole token's embedding, which no
@@ -603,9 +587,8 @@ TEST(EapAccuracy, CleanCorrectCountsTheReferenceArgmax) {
   }
 }
 
-// random_model leaves Weights::rope_inv_freq undefined for qwen2/llama (only load_model sets it),
-// so a random model cannot run forward without a save/load round trip. Disabled: see the report.
-TEST(EapModelSetup, DISABLED_RandomModelCanRunQwen2Forward) {
+// A random qwen2/llama model has its rotary frequencies without a save/load round trip.
+TEST(EapModelSetup, RandomModelCanRunQwen2Forward) {
   const model::Model m = model::random_model(tiny_config(Family::Qwen2), 1, at::kDouble);
   EXPECT_TRUE(m.weights.rope_inv_freq.defined());
   EXPECT_NO_THROW(model::forward(m, make_batch(2, 4, 1).clean));

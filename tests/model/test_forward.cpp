@@ -1,0 +1,208 @@
+// Self-consistency of the forward pass and its activation record, and the loader's bad-input errors
+// (a shape that disagrees with the config, a missing tensor, an unknown model_type).
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "model/config.hpp"
+#include "model/make.hpp"
+#include "model/model.hpp"
+#include "model/safetensors.hpp"
+#include "util/error.hpp"
+#include "util/files.hpp"
+
+using namespace teap;
+using model::Family;
+
+namespace {
+
+model::ModelConfig tiny(Family f) {
+  model::ModelConfig c;
+  c.family = f;
+  c.model_type = model::family_name(f);
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = f == Family::GptNeo ? 4 : 2;
+  c.d_model = 32;
+  c.d_head = 8;
+  c.d_mlp = 64;
+  c.vocab_size = 61;
+  c.max_positions = 64;
+  c.norm_eps = 1e-5;
+  c.local_layer = {false, f == Family::GptNeo};
+  c.window_size = 3;  // shorter than the prompts below
+  c.activation = f == Family::GptNeo ? "gelu_new" : "silu";
+  c.tie_word_embeddings = f != Family::Llama;
+  c.qkv_bias = f == Family::Qwen2;
+  c.rope_theta = f == Family::GptNeo ? 0 : 10000.0;
+  if (f == Family::Llama) c.rope_scaling = model::RopeScaling{"llama3", 8.0, 1.0, 4.0, 16};
+  return c;
+}
+
+at::Tensor ids(int B, int P, int seed) {
+  at::Generator g = at::detail::createCPUGenerator(seed);
+  return at::randint(0, 61, {B, P}, g, at::kLong);
+}
+
+class Families : public ::testing::TestWithParam<Family> {};
+
+// z_h . W_O[h] summed over heads, plus W_O's bias, is the attention block's output: recovered as
+// resid_mid - resid_pre.
+TEST_P(Families, HeadOutputsPlusBiasEqualTheAttentionOutput) {
+  const model::Model m = model::random_model(tiny(GetParam()), 3, at::kDouble);
+  model::ActivationRecord rec;
+  at::NoGradGuard ng;
+  model::forward(m, ids(3, 9, 1), &rec);
+  for (int l = 0; l < 2; ++l) {
+    const auto& r = rec.layers[l];
+    const auto& w = m.weights.layers[l];
+    at::Tensor sum = at::zeros_like(r.resid_pre);
+    for (int h = 0; h < 4; ++h)
+      sum += at::matmul(r.z.select(2, h), w.w_o.narrow(1, h * 8, 8).t());
+    if (w.b_o.defined()) sum += w.b_o;
+    EXPECT_LT((sum - (r.resid_mid - r.resid_pre)).abs().max().item<double>(), 1e-12) << "layer " << l;
+    // The MLP output closes the layer: the next layer's input.
+    const at::Tensor next = l + 1 < 2 ? rec.layers[l + 1].resid_pre : rec.resid_final;
+    EXPECT_LT((r.resid_mid + r.mlp_out - next).abs().max().item<double>(), 1e-12);
+  }
+}
+
+TEST_P(Families, RecordingDoesNotChangeTheLogits) {
+  const model::Model m = model::random_model(tiny(GetParam()), 4, at::kFloat);
+  const at::Tensor x = ids(2, 7, 2);
+  at::Tensor plain, recorded, with_grads;
+  {
+    at::NoGradGuard ng;
+    plain = model::full_logits(m, model::forward(m, x));
+    model::ActivationRecord rec;
+    recorded = model::full_logits(m, model::forward(m, x, &rec));
+  }
+  model::ActivationRecord rec;
+  rec.with_grads = true;
+  with_grads = model::full_logits(m, model::forward(m, x, &rec)).detach();
+  EXPECT_TRUE(at::equal(plain, recorded));
+  EXPECT_TRUE(at::equal(plain, with_grads));
+}
+
+TEST_P(Families, ABatchEqualsThePromptsOneByOne) {
+  const model::Model m = model::random_model(tiny(GetParam()), 5, at::kDouble);
+  const at::Tensor x = ids(4, 11, 3);
+  at::NoGradGuard ng;
+  const at::Tensor all = model::full_logits(m, model::forward(m, x));
+  for (int i = 0; i < 4; ++i) {
+    const at::Tensor one = model::full_logits(m, model::forward(m, x.narrow(0, i, 1)));
+    EXPECT_LT((one - all.narrow(0, i, 1)).abs().max().item<double>(), 1e-12) << "prompt " << i;
+  }
+}
+
+// Starting at position p0 with the keys and values of a run on the same prefix gives the same
+// suffix as the full run (what EAP's corrupt run relies on).
+TEST_P(Families, RunFromAPrefixEqualsTheFullRun) {
+  const model::Model m = model::random_model(tiny(GetParam()), 6, at::kDouble);
+  const at::Tensor x = ids(2, 10, 4);
+  at::NoGradGuard ng;
+  const at::Tensor full = model::forward(m, x);
+  model::ActivationRecord prefix;
+  model::forward(m, x.narrow(1, 0, 4), &prefix);
+  const at::Tensor tail = model::forward(m, x, nullptr, 4, &prefix);
+  EXPECT_LT((tail - full.narrow(1, 4, 6)).abs().max().item<double>(), 1e-12);
+}
+
+TEST_P(Families, NormVjpMatchesAutograd) {
+  const model::Model m = model::random_model(tiny(GetParam()), 7, at::kDouble);
+  at::Generator g = at::detail::createCPUGenerator(9);
+  const at::Tensor x = at::randn({2, 5, 32}, g, at::kDouble).requires_grad_(true);
+  const at::Tensor gy = at::randn({3, 2, 5, 32}, g, at::kDouble);
+  for (int which : {1, 2}) {
+    const at::Tensor y = model::apply_norm(m, 1, which, x);
+    const at::Tensor vjp = model::norm_vjp(m, 1, which, x, gy);  // all three cotangents at once
+    for (int k = 0; k < 3; ++k) {
+      if (x.grad().defined()) x.mutable_grad().zero_();
+      y.backward(gy[k], /*retain_graph=*/true);
+      EXPECT_LT((vjp[k] - x.grad()).abs().max().item<double>(), 1e-12) << "norm " << which << " cotangent " << k;
+    }
+  }
+}
+
+// --- The loader's errors: one line naming the file and the tensor or key -------------------------
+
+std::string saved(Family f, const std::string& name) {
+  const auto dir = std::filesystem::temp_directory_path() / ("teap_forward_" + std::to_string(::getpid()) + "_" + name);
+  std::filesystem::remove_all(dir);
+  model::save_model(model::random_model(tiny(f), 1), dir.string());
+  return dir.string();
+}
+
+std::string load_error(const std::string& dir) {
+  try {
+    model::load_model(dir);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(Loader, ShapeThatDisagreesWithTheConfig) {
+  const std::string dir = saved(Family::Qwen2, "shape");
+  model::ModelConfig c = model::parse_config(dir + "/config.json");
+  c.d_mlp = 48;
+  write_file_atomic(dir + "/config.json", model::config_to_json(c));
+  const std::string e = load_error(dir);
+  EXPECT_NE(e.find("model.safetensors"), std::string::npos) << e;
+  EXPECT_NE(e.find("mlp.gate_proj.weight' has shape [64, 32], the config implies [48, 32]"), std::string::npos) << e;
+  EXPECT_EQ(e.find('\n'), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Loader, MissingTensor) {
+  const std::string dir = saved(Family::GptNeo, "missing");
+  {
+    const model::Checkpoint ck = model::Checkpoint::open(dir);
+    std::vector<model::TensorView> keep;
+    for (const auto& n : ck.names())
+      if (n != "transformer.h.1.ln_2.bias") keep.push_back(ck.get(n));
+    model::write_safetensors(dir + "/model.safetensors.new", keep);
+  }
+  std::filesystem::rename(dir + "/model.safetensors.new", dir + "/model.safetensors");
+  const std::string e = load_error(dir);
+  EXPECT_NE(e.find("transformer.h.1.ln_2.bias"), std::string::npos) << e;
+  EXPECT_NE(e.find(dir), std::string::npos) << e;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Loader, UnknownModelTypeListsTheSupportedOnes) {
+  const std::string dir = saved(Family::Llama, "type");
+  std::string cfg = read_file(dir + "/config.json");
+  cfg.replace(cfg.find("\"llama\""), 7, "\"mamba\"");
+  write_file_atomic(dir + "/config.json", cfg);
+  const std::string e = load_error(dir);
+  EXPECT_NE(e.find("config.json"), std::string::npos) << e;
+  EXPECT_NE(e.find("mamba"), std::string::npos) << e;
+  EXPECT_NE(e.find("gpt_neo"), std::string::npos) << e;
+  EXPECT_NE(e.find("qwen2"), std::string::npos) << e;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Loader, VocabularyTrimDropsTheExtraRows) {
+  model::ModelConfig c = tiny(Family::GptNeo);
+  c.vocab_size = 62;  // one pad row beyond a 61-token tokenizer
+  const auto dir = std::filesystem::temp_directory_path() / ("teap_forward_" + std::to_string(::getpid()) + "_trim");
+  model::save_model(model::random_model(c, 2), dir.string());
+  model::LoadOptions lo;
+  lo.trim_vocab_to = 61;
+  const model::Model m = model::load_model(dir.string(), lo);
+  EXPECT_EQ(m.weights.wte.size(0), 61);
+  EXPECT_EQ(m.weights.lm_head.size(0), 61);
+  EXPECT_EQ(m.trimmed_rows, 1);
+  at::NoGradGuard ng;
+  EXPECT_EQ(model::full_logits(m, model::forward(m, ids(1, 4, 1))).size(-1), 61);
+  std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, Families, ::testing::Values(Family::GptNeo, Family::Qwen2, Family::Llama),
+                         [](const auto& info) { return model::family_name(info.param); });
+
+}  // namespace
