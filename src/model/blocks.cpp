@@ -89,6 +89,22 @@ at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, 
   return linear(z.reshape({B, P, H * dh}), w.w_o, w.b_o);
 }
 
+at::Tensor pre_norm_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx, double attn_scale,
+                          bool rotary, MlpFn mlp) {
+  const AttentionMask mask{m.config.local_layer[l], m.config.window_size};
+  const at::Tensor mid = x + attention(m, l, apply_norm(m, l, 1, x).to(m.dtype), attn_scale, rotary, mask, ctx);
+  at::Tensor mlp_in = apply_norm(m, l, 2, mid).to(m.dtype);
+  if (ctx.rec && ctx.grads) mlp_in.retain_grad();
+  const at::Tensor mlp_out = mlp(m.weights.layers[l], mlp_in);
+  if (LayerRecord* rec = ctx.rec) {
+    rec->resid_pre = x;
+    rec->resid_mid = mid;
+    rec->mlp_in = mlp_in;
+    rec->mlp_out = mlp_out;
+  }
+  return mid + mlp_out;
+}
+
 at::Tensor gelu_mlp(const LayerWeights& w, const at::Tensor& xn) {
   return at::linear(at::gelu(at::linear(xn, w.w_fc, w.b_fc), "tanh"), w.w_proj, w.b_proj);
 }

@@ -45,6 +45,13 @@ at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, 
 at::Tensor gelu_mlp(const LayerWeights& w, const at::Tensor& xn);   // c_proj(gelu_new(c_fc(x)))
 at::Tensor gated_mlp(const LayerWeights& w, const at::Tensor& xn);  // down(silu(gate(x)) * up(x))
 
+using MlpFn = at::Tensor (*)(const LayerWeights&, const at::Tensor&);
+
+// The pre-norm block every family runs: x += attn(norm1(x)); x += mlp(norm2(x)), recording the
+// residual stream before each half, the MLP's input (its gradient kept when ctx.grads) and output.
+at::Tensor pre_norm_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx, double attn_scale,
+                          bool rotary, MlpFn mlp);
+
 // The per-family layers and embeddings (gpt_neo.cpp, llama.cpp).
 at::Tensor gpt_neo_embed(const Model& m, const at::Tensor& ids, int64_t pos0);
 at::Tensor gpt_neo_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx);

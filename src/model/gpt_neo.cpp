@@ -10,23 +10,8 @@ at::Tensor gpt_neo_embed(const Model& m, const at::Tensor& ids, int64_t pos0) {
 }
 
 at::Tensor gpt_neo_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx) {
-  const auto& w = m.weights.layers[l];
-  const AttentionMask mask{m.config.local_layer[l], m.config.window_size};
-  // GPT-Neo does not scale its attention scores by 1/sqrt(d_head).
-  const at::Tensor attn =
-      attention(m, l, layer_norm(m, x, w.ln1_w, w.ln1_b).to(m.dtype), 1.0, false, mask, ctx);
-  const at::Tensor mid = x + attn;
-  at::Tensor mlp_in = layer_norm(m, mid, w.ln2_w, w.ln2_b).to(m.dtype);
-  LayerRecord* rec = ctx.rec;
-  if (rec && ctx.grads) mlp_in.retain_grad();
-  const at::Tensor mlp_out = gelu_mlp(w, mlp_in);
-  if (rec) {
-    rec->resid_pre = x;
-    rec->resid_mid = mid;
-    rec->mlp_in = mlp_in;
-    rec->mlp_out = mlp_out;
-  }
-  return mid + mlp_out;
+  // LayerNorm, attention without the 1/sqrt(d_head) scaling (global or local per layer), gelu_new MLP.
+  return pre_norm_layer(m, l, x, ctx, 1.0, /*rotary=*/false, gelu_mlp);
 }
 
 }  // namespace teap::model
