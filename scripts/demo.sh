@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# The main command: installs what is missing, builds, and runs the demo end to end with what exists
-# so far (tokenizer and prompt generator); later steps (model, EAP, sweep, reducer) join it as they land.
+# The main command: installs what is missing, builds, trains the demo model once (reused while its
+# settings match), runs the demo sweep on 2 MPI ranks, reduces it, and prints where the summary is.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
 "$root/scripts/build.sh"
 bin="$root/build/src/tinysql-eap"
-tok="$root/.cache/tokenizers/gpt2"
-out="$root/out/demo"
-mkdir -p "$out"
+export TEAP_TOKENIZERS="$root/.cache/tokenizers"
 "$bin" --version
-echo "== tokenizer (GPT-2, BM1's): the spec's 36-token example"
-"$bin" tokenize --tokenizer "$tok" \
-  "### Instruction: show me the price and count from the people table ### Context: CREATE TABLE people ( price INT, count CHAR ) ### Response: SELECT price, count FROM people"
-for feature in EngTableName EngFieldName DefTableName DefFieldName; do
-  "$bin" generate --tokenizer "$tok" --feature "$feature" --batch-size 30 --batches 2 --seed 1 \
-    --format jsonl >"$out/prompts.$feature.jsonl"
-done
-echo "== one clean/corrupt pair per feature (all pairs: $out/prompts.*.jsonl)"
-"$bin" generate --tokenizer "$tok" --feature DefFieldName --batch-size 1 --seed 1 --format text
-echo "demo done: prompt pairs for the four features are in $out"
+
+echo "== demo model: a 2-layer GPT-Neo (BM1's family) trained on TinySQL here ($root/.cache/demo-model)"
+"$bin" train --out "$root/.cache/demo-model" --tokenizer "$root/.cache/tokenizers/gpt2" --threads "$(nproc)"
+"$bin" eval --model "$root/.cache/demo-model" --items 200
+
+echo "== demo sweep: jobs/demo.toml on 2 ranks"
+mpi=(mpirun -np 2)
+[ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
+mpi+=(--oversubscribe)
+"${mpi[@]}" "$bin" run "$root/jobs/demo.toml"
+"$bin" status "$root/out/demo" | tail -1
+
+echo "== reduce: notebook JSON, Sankey diagrams, summary page"
+"$bin" reduce "$root/out/demo"
+echo "demo done: open $root/out/demo/index.html"

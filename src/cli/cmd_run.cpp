@@ -23,16 +23,28 @@ Run add_run_command(CLI::App& app) {
   struct Args {
     std::string job;
     bool dry_run = false;
+    std::string shard;  // "K/N"
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("run", "Run a job's sweep (under mpirun/srun for many ranks); resumes what is missing");
   sub->add_option("JOB", a->job, "job file (TOML, see docs/jobs.md)")->required();
   sub->add_flag("--dry-run", a->dry_run, "print the cells and which are done; compute nothing");
+  sub->add_option("--shard", a->shard,
+                  "K/N: take only the units whose ordinal is K modulo N (disjoint shares for job-array tasks "
+                  "that share the output folder but no MPI world)");
   return [a] {
+    runner::RunOptions o;
+    if (!a->shard.empty()) {
+      int k = -1, n = 0;
+      char rest = 0;
+      if (std::sscanf(a->shard.c_str(), "%d/%d%c", &k, &n, &rest) != 2 || n < 1 || k < 0 || k >= n)
+        throw InputError("--shard " + a->shard + ": expected K/N with 0 <= K < N");
+      o.shard_index = k;
+      o.shard_count = n;
+    }
     // The job is read before MPI starts, so that a bad file fails alike on every rank.
     const job::Job job = job::load_job(a->job);
     dist::Runtime rt(nullptr, nullptr);
-    runner::RunOptions o;
     o.dry_run = a->dry_run;
     const runner::RunSummary s = runner::run_sweep(job, rt, o);
     if (rt.rank() == 0 && !o.dry_run) {

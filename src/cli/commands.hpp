@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 namespace CLI {
 class App;
@@ -23,5 +24,12 @@ Run add_run_command(CLI::App& app);
 Run add_status_command(CLI::App& app);
 Run add_train_command(CLI::App& app);
 Run add_eval_command(CLI::App& app);
+Run add_reduce_command(CLI::App& app);
+Run add_plot_command(CLI::App& app);
+
+// The reducer behind `reduce` (cmd_reduce.cpp), callable at the end of `run`: writes the cells'
+// JSON and Sankey files and OUT/index.html, prints what is incomplete, returns the index path.
+// top_n 0 takes each cell's top_n from the manifest.
+std::string reduce_sweep(const std::string& out, int top_n = 0, bool signed_rank = false, bool shared_plotly = false);
 
 }  // namespace teap::cli

@@ -48,6 +48,8 @@ int main(int argc, char** argv) {
   add(teap::cli::add_status_command);
   add(teap::cli::add_train_command);
   add(teap::cli::add_eval_command);
+  add(teap::cli::add_reduce_command);
+  add(teap::cli::add_plot_command);
 
   try {
     app.parse(argc, argv);

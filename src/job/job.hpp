@@ -34,6 +34,7 @@ struct Cell {
   tinysql::CellSettings prompts;
   std::string weights;    // model folder or repository id
   std::string tokenizer;  // folder or repository id of the tokenizer (the base model's by default)
+  std::string weights_origin, tokenizer_origin;  // "FILE:LINE: models.BM1.cs1" (where they were set), for messages
   bool trim_vocab = false;
   std::string settings;   // canonical "key=value;..." of everything that changes per-batch results
   std::string hash;       // 16 hex digits of FNV-1a over `settings`
@@ -42,6 +43,7 @@ struct Cell {
 struct Job {
   std::string path;    // the job file
   std::string output;  // sweep folder (relative paths in the file are relative to the file's folder)
+  std::string output_origin;  // "FILE:LINE: output", for messages
   std::string text;    // the file as read (copied into the sweep folder)
   Settings settings;
   std::vector<Cell> cells;  // grid order: model, command set, feature, novel, field synonyms, table synonyms

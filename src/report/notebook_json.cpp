@@ -50,7 +50,7 @@ std::string python_float_repr(double x) {
     out = digits.substr(0, 1);
     if (n > 1) out += "." + digits.substr(1);
     const int e = decpt - 1;
-    char eb[16];
+    char eb[32];
     std::snprintf(eb, sizeof eb, "e%c%02d", e < 0 ? '-' : '+', e < 0 ? -e : e);
     out += eb;
   } else if (decpt <= 0) {
@@ -69,7 +69,7 @@ void append_python_string(std::string& out, const std::string& s) {
   // json.dumps(ensure_ascii=True): escapes ", \, control characters and everything outside
   // printable ASCII as \uXXXX (lowercase hex, surrogate pairs beyond the BMP).
   auto u = [&](unsigned v) {
-    char b[8];
+    char b[16];
     std::snprintf(b, sizeof b, "\\u%04x", v);
     out += b;
   };

@@ -347,7 +347,8 @@ std::string sankey_svg(const Sankey& s, const PageInfo& info) {
   for (const auto& m : members) {
     double sv = 0;
     for (int i : m) sv += v[i];
-    const double room = std::max(inner_h0 - pad * (m.size() - 1), 80.0);
+    // Crowded columns grow the picture rather than shrink their nodes below ~14 px on average.
+    const double room = std::max(inner_h0 - pad * (m.size() - 1), 14.0 * m.size());
     if (sv > 0) k = std::min(k, room / sv);
   }
   if (k == 1e300) k = 1;
@@ -418,8 +419,9 @@ std::string sankey_svg(const Sankey& s, const PageInfo& info) {
     std::string name = layer < 0 ? "input" : "layer " + std::to_string(layer);
     for (size_t i = 0; i < N; ++i)
       if (col[i] >= static_cast<int>(c) && col[i] <= static_cast<int>(e) && s.nodes[i].name == "logits") name = "logits";
-    const double mid = (colx[c] + colx[e] + node_w) / 2;
-    o += "<text x=\"" + fmt2(mid) + "\" y=\"20\" text-anchor=\"middle\">" + xml_escape(name) + "</text>\n";
+    const bool last_band = e + 1 == cols.size() && cols.size() > 1;  // right-aligned: stays inside
+    o += "<text x=\"" + fmt2(last_band ? colx[e] + node_w : colx[c]) + "\" y=\"20\"" +
+         (last_band ? " text-anchor=\"end\"" : "") + ">" + xml_escape(name) + "</text>\n";
     if (c > 0) {
       const double sx = colx[c] - layer_gap / 2 - 8;
       o += "<line x1=\"" + fmt2(sx) + "\" y1=\"28\" x2=\"" + fmt2(sx) + "\" y2=\"" + fmt2(height - 6) +
@@ -429,15 +431,18 @@ std::string sankey_svg(const Sankey& s, const PageInfo& info) {
   }
   o += "</g>\n";
 
-  o += "<g class=\"links\" fill=\"none\">\n";
+  o += "<g class=\"links\">\n";
   for (int j : real) {
     const SankeyLink& l = s.links[j];
     const double xa = colx[col[l.source]] + node_w, xb = colx[col[l.target]];
     const double xm = (xa + xb) / 2;
     const auto [rgb, alpha] = svg_colour(l.color);
-    o += "<path class=\"link\" d=\"M" + fmt2(xa) + "," + fmt2(y0[j]) + " C" + fmt2(xm) + "," + fmt2(y0[j]) + " " +
-         fmt2(xm) + "," + fmt2(y1[j]) + " " + fmt2(xb) + "," + fmt2(y1[j]) + "\" stroke=\"" + rgb +
-         "\" stroke-opacity=\"" + alpha + "\" stroke-width=\"" + fmt2(lw(l)) + "\"><title>" +
+    // A filled band of constant vertical thickness |score| x scale, as plotly draws links.
+    const double h2 = lw(l) / 2;
+    const std::string a0 = fmt2(y0[j] - h2), a1 = fmt2(y1[j] - h2), b0 = fmt2(y0[j] + h2), b1 = fmt2(y1[j] + h2);
+    o += "<path class=\"link\" d=\"M" + fmt2(xa) + "," + a0 + " C" + fmt2(xm) + "," + a0 + " " + fmt2(xm) + "," + a1 +
+         " " + fmt2(xb) + "," + a1 + " L" + fmt2(xb) + "," + b1 + " C" + fmt2(xm) + "," + b1 + " " + fmt2(xm) + "," + b0 +
+         " " + fmt2(xa) + "," + b0 + " Z\" fill=\"" + rgb + "\" fill-opacity=\"" + alpha + "\"><title>" +
          xml_escape(s.nodes[l.source].name + " " + kArrow + " " + s.nodes[l.target].name + ": " + fmt3(l.score)) +
          "</title></path>\n";
   }

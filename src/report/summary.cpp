@@ -91,10 +91,10 @@ const char* kCss =
     "p.meta{margin:2px 0;color:#555}"
     "table{border-collapse:collapse}th,td{padding:3px 7px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}"
     "th{background:#f5f5f5;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}"
-    ".st{display:inline-block;padding:1px 7px;border-radius:9px;font-size:12px;color:#fff}"
+    ".nw{white-space:nowrap}.st{white-space:nowrap;display:inline-block;padding:1px 7px;border-radius:9px;font-size:12px;color:#fff}"
     ".st-done{background:#2e7d32}.st-partial{background:#ef6c00}.st-missing{background:#9e9e9e}"
     ".st-failed{background:#c62828}.st-degenerate{background:#6a1b9a}"
-    ".counts span{margin-right:14px}.problems{font-size:12px;color:#a33;max-width:420px}"
+    ".counts span{margin-right:14px}.problems{font-size:12px;color:#a33;min-width:260px;max-width:420px}"
     ".scroll{overflow:auto;max-width:100%;border:1px solid #eee}"
     "table.heat td{width:14px;height:14px;padding:0;border:1px solid #fff}"
     "table.heat th.edge{white-space:nowrap;font-family:monospace;font-size:12px;background:#fff;position:sticky;left:0}"
@@ -130,7 +130,7 @@ std::string summary_html(const SweepSummary& s) {
     const CellSummary& c = s.cells[i];
     const std::string st = to_string(c.status);
     h += "<tr class=\"cell\" data-status=\"" + st + "\" id=\"cell-" + esc(c.id) + "\">";
-    h += "<td class=\"num\">" + std::to_string(i + 1) + "</td><td><code>" + esc(c.id) + "</code></td>";
+    h += "<td class=\"num\">" + std::to_string(i + 1) + "</td><td class=\"nw\"><code>" + esc(c.id) + "</code></td>";
     h += "<td>BM" + std::to_string(c.model) + "</td><td>CS" + std::to_string(c.commandset) + "</td><td>" + esc(c.feature) +
          "</td>";
     for (bool f : {c.use_novel_names, c.use_synonyms_field, c.use_synonyms_table}) h += std::string("<td>") + (f ? "yes" : "") + "</td>";
@@ -152,7 +152,7 @@ std::string summary_html(const SweepSummary& s) {
     } else {
       h += "<td></td><td></td><td></td>";
     }
-    h += "<td class=\"num\">" + (c.status == CellStatus::Done ? std::to_string(c.edges.size()) : std::string()) + "</td><td>";
+    h += "<td class=\"num\">" + (c.status == CellStatus::Done ? std::to_string(c.edges.size()) : std::string()) + "</td><td class=\"nw\">";
     std::string links;
     auto link = [&](const std::string& href, const char* text) {
       if (!href.empty()) links += (links.empty() ? "" : " · ") + std::string("<a href=\"") + esc(href) + "\">" + text + "</a>";

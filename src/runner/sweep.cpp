@@ -89,6 +89,11 @@ json merge_manifest(const std::string& path, const json& fresh) {
     std::string diff;
     for (const auto& [k, v] : b)
       if (!a.count(k) || a.at(k) != v) diff += (diff.empty() ? "" : ", ") + k + " '" + (a.count(k) ? a.at(k) : "") + "' -> '" + v + "'";
+    for (const auto& [k, v] : a)
+      if (!b.count(k)) diff += (diff.empty() ? "" : ", ") + k + " '" + v + "' -> ''";
+    if (diff.empty())  // same settings, another hash: written by another version of this program
+      diff = "settings_hash '" + it->second.value("settings_hash", "") + "' -> '" + c["settings_hash"].get<std::string>() +
+             "', written by another version of tinysql-eap";
     fail_input(path, "this folder holds results of other settings for cell " + c["id"].get<std::string>() + " (" +
                          diff + "); use another output folder");
   }

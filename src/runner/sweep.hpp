@@ -16,6 +16,9 @@ namespace teap::runner {
 
 struct RunOptions {
   bool dry_run = false;  // print the cells and which are done; compute nothing
+  // Take only the units whose ordinal (cell index in grid order x batches + batch) is
+  // shard_index modulo shard_count: disjoint shares for runs that share no MPI world (job arrays).
+  int shard_index = 0, shard_count = 1;
 };
 
 struct RunSummary {

@@ -25,9 +25,9 @@ struct TrainSettings {
   // The optimisation: Adam (bias-corrected, decoupled weight decay on matrices and embeddings),
   // linear warm-up over `warmup` steps, then cosine decay to min_lr_ratio * lr; gradients clipped
   // to a global L2 norm of `clip` (0: no clipping).
-  int steps = 400;
+  int steps = 200;
   int batch_size = 32;
-  double lr = 2e-3;
+  double lr = 3e-3;
   int warmup = -1;  // -1: steps / 10
   double min_lr_ratio = 0.1;
   double beta1 = 0.9, beta2 = 0.98, eps = 1e-8;

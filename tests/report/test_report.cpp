@@ -429,16 +429,16 @@ TEST(Sankey, SvgWellFormedOnePathPerLink) {
   EXPECT_EQ(svg.rfind("<?xml", 0), 0u);
   EXPECT_EQ(count(svg, "<path class=\"link\""), 5u);
   EXPECT_EQ(count(svg, "<rect class=\"node\""), s.nodes.size());
-  EXPECT_NE(svg.find("stroke=\"rgb(0,0,255)\" stroke-opacity=\"0.3\""), std::string::npos);
-  EXPECT_NE(svg.find("stroke=\"rgb(255,0,0)\" stroke-opacity=\"0.3\""), std::string::npos);
+  EXPECT_NE(svg.find("fill=\"rgb(0,0,255)\" fill-opacity=\"0.3\""), std::string::npos);
+  EXPECT_NE(svg.find("fill=\"rgb(255,0,0)\" fill-opacity=\"0.3\""), std::string::npos);
   EXPECT_NE(svg.find("fill=\"rgb(31,119,180)\" fill-opacity=\"0.8\""), std::string::npos);
   EXPECT_NE(svg.find("l0.h&lt;&amp;&gt;"), std::string::npos);
   EXPECT_NE(svg.find(">layer 2<"), std::string::npos);
-  // Widths proportional to |score|: the 0.5 link is twice the 0.25 link.
-  std::regex w(R"(<path class="link"[^>]*stroke-width="([0-9.]+)")");
+  // Band thickness proportional to |score|: "M x,top C ... L x,bottom C ... x,bottom0 Z".
+  std::regex band(R"re(<path class="link" d="M[0-9.]+,([0-9.]+) C.* ([0-9.]+),([0-9.]+) Z")re");
   std::vector<double> widths;
-  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), w); it != std::sregex_iterator(); ++it)
-    widths.push_back(std::stod((*it)[1]));
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), band); it != std::sregex_iterator(); ++it)
+    widths.push_back(std::stod((*it)[3]) - std::stod((*it)[1]));
   ASSERT_EQ(widths.size(), 5u);
   EXPECT_NEAR(widths[0] / widths[1], 2.0, 0.02);
   EXPECT_NEAR(widths[0] / widths[3], 5.0, 0.05);

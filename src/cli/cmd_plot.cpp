@@ -1,0 +1,106 @@
+// `tinysql-eap plot FILE.json...`: draws a result JSON again (ours or one the notebook wrote) as
+// the Sankey HTML page and/or the SVG, named after the JSON file.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/commands.hpp"
+#include "report/notebook_json.hpp"
+#include "report/sankey.hpp"
+#include "util/error.hpp"
+#include "util/files.hpp"
+
+namespace teap::cli {
+namespace fs = std::filesystem;
+
+namespace {
+
+// A metadata / parameters value as text, whatever its JSON type.
+std::string text_of(const nlohmann::json& obj, const char* key) {
+  if (!obj.is_object() || !obj.contains(key)) return "";
+  const auto& v = obj[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_boolean()) return v.get<bool>() ? "yes" : "no";
+  if (v.is_number_float()) {
+    char b[64];
+    std::snprintf(b, sizeof b, "%.4f", v.get<double>());
+    return b;
+  }
+  if (v.is_null()) return "";
+  return v.dump();
+}
+
+report::PageInfo page_info(const std::string& path, const report::LoadedResult& r) {
+  const auto& m = r.doc["metadata"];
+  const auto& p = r.doc["parameters"];
+  report::PageInfo info;
+  info.title = fs::path(path).filename().string();
+  std::string line;
+  if (!text_of(m, "model").empty()) line += "BM" + text_of(m, "model");
+  if (!text_of(m, "commandset").empty()) line += " CS" + text_of(m, "commandset");
+  if (!text_of(m, "feature_name").empty()) line += " " + text_of(m, "feature_name");
+  if (!text_of(m, "use_novel_names").empty())
+    line += ": novel names " + text_of(m, "use_novel_names") + ", synonyms field " + text_of(m, "use_synonyms_field") +
+            ", synonyms table " + text_of(m, "use_synonyms_table");
+  if (!text_of(m, "hf_model").empty()) line += "; " + text_of(m, "hf_model");
+  if (!line.empty()) info.lines.push_back(line);
+  std::string ld;
+  if (!text_of(p, "clean_logit_diff").empty())
+    ld = "LD clean " + text_of(p, "clean_logit_diff") + ", LD corrupt " + text_of(p, "corrupt_logit_diff");
+  if (!ld.empty()) info.lines.push_back(ld);
+  info.lines.push_back(std::to_string(r.edges.size()) + " edges" +
+                       (text_of(p, "top_n_edges").empty() ? "" : " (top-n " + text_of(p, "top_n_edges") + ")") +
+                       (text_of(m, "source").empty() ? "" : "; written by " + text_of(m, "source") + " at " +
+                                                               text_of(m, "timestamp")));
+  return info;
+}
+
+}  // namespace
+
+Run add_plot_command(CLI::App& app) {
+  struct Args {
+    std::vector<std::string> files, formats = {"html", "svg"};
+    std::string out;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("plot", "Draw result JSON files (ours or the notebook's) again as Sankey HTML / SVG");
+  sub->add_option("FILE", a->files, "result JSON files (eap_results.*.json)")->required();
+  sub->add_option("--out", a->out, "folder for the pictures (default: beside each JSON)");
+  sub->add_option("--format", a->formats, "html, svg or both (comma separated)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"html", "svg"}))
+      ->capture_default_str();
+  return [a] {
+    bool html = false, svg = false;
+    for (const auto& f : a->formats) (f == "html" ? html : svg) = true;
+    // Read every file first: a bad one fails before anything is written.
+    std::vector<report::LoadedResult> results;
+    for (const auto& f : a->files) results.push_back(report::read_result(f));
+    const std::string js = html ? report::load_plotly_js() : "";
+    if (!a->out.empty()) fs::create_directories(a->out);
+    for (size_t i = 0; i < a->files.size(); ++i) {
+      const fs::path in(a->files[i]);
+      const fs::path dir = a->out.empty() ? (in.has_parent_path() ? in.parent_path() : fs::path(".")) : fs::path(a->out);
+      const std::string stem = in.extension() == ".json" ? in.stem().string() : in.filename().string();
+      const report::Sankey s = report::build_sankey(results[i].edges);
+      const report::PageInfo info = page_info(a->files[i], results[i]);
+      if (html) {
+        const std::string p = (dir / (stem + ".html")).string();
+        write_file_atomic(p, report::sankey_html(s, info, js));
+        std::printf("%s\n", p.c_str());
+      }
+      if (svg) {
+        const std::string p = (dir / (stem + ".svg")).string();
+        write_file_atomic(p, report::sankey_svg(s, info));
+        std::printf("%s\n", p.c_str());
+      }
+    }
+  };
+}
+
+}  // namespace teap::cli

@@ -1,0 +1,368 @@
+// `tinysql-eap reduce OUT`: from a sweep folder's per-batch HDF5 files, per complete cell the
+// baselines over all its batches, the consistent edges, the notebook's JSON and the Sankey diagram
+// (HTML and SVG) under OUT/cells/<id>/; then the summary page OUT/index.html. Only the reduction is
+// recomputed, so another --top-n costs seconds.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/commands.hpp"
+#include "eap/graph.hpp"
+#include "eap/metric.hpp"
+#include "io/unit_file.hpp"
+#include "report/notebook_json.hpp"
+#include "report/sankey.hpp"
+#include "report/summary.hpp"
+#include "runner/sweep.hpp"
+#include "runner/unit.hpp"
+#include "util/error.hpp"
+#include "util/files.hpp"
+#include "version.hpp"
+
+namespace teap::cli {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Typed access to one manifest cell, errors naming the file and the key.
+struct CellJson {
+  const json& j;
+  std::string where;  // "OUT/sweep.json: cells[3]"
+
+  const json& at(const char* key) const {
+    if (!j.contains(key)) throw InputError(where + "." + key + ": missing");
+    return j[key];
+  }
+  std::string str(const char* key) const {
+    const json& v = at(key);
+    if (!v.is_string()) throw InputError(where + "." + key + ": not a string");
+    return v.get<std::string>();
+  }
+  std::string str_or(const char* key, const std::string& dflt) const { return j.contains(key) ? str(key) : dflt; }
+  int64_t integer(const char* key) const {
+    const json& v = at(key);
+    if (!v.is_number_integer()) throw InputError(where + "." + key + ": not an integer");
+    return v.get<int64_t>();
+  }
+  int64_t integer_or(const char* key, int64_t dflt) const { return j.contains(key) ? integer(key) : dflt; }
+  bool boolean(const char* key) const {
+    const json& v = at(key);
+    if (v.is_boolean()) return v.get<bool>();
+    if (v.is_number_integer()) return v.get<int64_t>() != 0;
+    throw InputError(where + "." + key + ": not a boolean");
+  }
+};
+
+// "2, 3-5, 9"
+std::string ranges(const std::vector<int>& xs) {
+  std::string s;
+  for (size_t i = 0; i < xs.size();) {
+    size_t k = i;
+    while (k + 1 < xs.size() && xs[k + 1] == xs[k] + 1) ++k;
+    s += (s.empty() ? "" : ", ") + std::to_string(xs[i]) + (k > i ? "-" + std::to_string(xs[k]) : "");
+    i = k + 1;
+  }
+  return s;
+}
+
+std::string first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  if (line.size() > 300) line = line.substr(0, 300) + "...";
+  return line.empty() ? "(no message)" : line;
+}
+
+std::string fmt(const char* f, double x) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, x);
+  return b;
+}
+
+const char* yes_no(bool b) { return b ? "yes" : "no"; }
+
+// The graph the unit files were scored on, from the first batch; the others must agree.
+eap::Graph graph_of(const io::UnitRecord& u, const std::string& path, const std::string& downstream_heads) {
+  eap::Graph g;
+  auto attr = [&](const char* k) -> int {
+    auto it = u.int_attrs.find(k);
+    if (it == u.int_attrs.end()) fail_input(path, std::string("attribute '") + k + "' is missing");
+    return static_cast<int>(it->second);
+  };
+  g.n_layers = attr("n_layers");
+  g.n_heads = attr("n_heads");
+  g.options.downstream_heads = eap::parse_downstream_heads(downstream_heads, path);
+  g.options.input_node = !u.upstream.empty() && u.upstream.back() == "input";
+  g.options.logits_node = !u.downstream.empty() && u.downstream.back() == "logits";
+  g.upstream = u.upstream;
+  g.downstream = u.downstream;
+  g.valid.assign(u.valid.begin(), u.valid.end());
+  return g;
+}
+
+}  // namespace
+
+std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool signed_rank, bool shared_plotly) {
+  const std::string out = out_arg.size() > 1 && out_arg.back() == '/' ? out_arg.substr(0, out_arg.size() - 1) : out_arg;
+  const std::string manifest_path = out + "/sweep.json";
+  const std::string text = read_file(manifest_path);
+  const json manifest = json::parse(text, nullptr, false);
+  if (manifest.is_discarded()) fail_input(manifest_path, "not valid JSON");
+  if (!manifest.is_object() || !manifest.contains("cells") || !manifest["cells"].is_array())
+    fail_input(manifest_path, "not a sweep manifest (no 'cells' list)");
+  const json& cells = manifest["cells"];
+  if (cells.empty()) fail_input(manifest_path, "no cells: the sweep is empty");
+
+  // First pass: what is on disk for every cell.
+  struct Plan {
+    report::CellSummary s;
+    std::vector<int> present, failed, missing;
+    int top_n = 10;
+    std::string hf_model, dtype, device, downstream_heads, metric_pairing, settings_hash;
+    json seed;
+    int64_t num_fields = 0, batch_size = 0;
+  };
+  std::vector<Plan> plans;
+  int64_t any_file = 0;
+  for (size_t i = 0; i < cells.size(); ++i) {
+    const CellJson c{cells[i], manifest_path + ": cells[" + std::to_string(i) + "]"};
+    if (!cells[i].is_object()) throw InputError(c.where + ": not an object");
+    Plan p;
+    p.s.id = c.str("id");
+    if (p.s.id.empty() || p.s.id.find('/') != std::string::npos || p.s.id[0] == '.')
+      throw InputError(c.where + ".id: '" + p.s.id + "' is not a cell id");
+    p.s.model = c.integer("model");
+    p.s.commandset = c.integer("commandset");
+    p.s.feature = c.str("feature");
+    p.s.use_novel_names = c.boolean("use_novel_names");
+    p.s.use_synonyms_field = c.boolean("use_synonyms_field");
+    p.s.use_synonyms_table = c.boolean("use_synonyms_table");
+    const int64_t nb = c.integer("n_batches");
+    if (nb < 1 || nb > 10000000) throw InputError(c.where + ".n_batches: " + std::to_string(nb) + " is not a batch count");
+    p.s.n_batches = static_cast<int>(nb);
+    p.top_n = top_n_override > 0 ? top_n_override : static_cast<int>(c.integer_or("top_n", 10));
+    if (p.top_n < 1) throw InputError(c.where + ".top_n: must be at least 1");
+    p.s.top_n = p.top_n;
+    p.hf_model = c.str_or("hf_model", "");
+    p.dtype = c.str_or("dtype", "");
+    p.device = c.str_or("device", "");
+    p.downstream_heads = c.str_or("downstream_heads", "qkv");
+    p.metric_pairing = c.str_or("metric_pairing", "own");
+    p.settings_hash = c.str_or("settings_hash", "");
+    p.seed = cells[i].contains("seed") ? cells[i]["seed"] : json(nullptr);
+    p.num_fields = c.integer_or("num_fields", 0);
+    p.batch_size = c.integer_or("batch_size", 0);
+    for (int b = 0; b < p.s.n_batches; ++b) {
+      std::error_code ec;
+      if (fs::exists(runner::unit_path(out, p.s.id, b), ec)) {
+        p.present.push_back(b);
+      } else if (fs::exists(runner::failure_path(out, p.s.id, b), ec)) {
+        p.failed.push_back(b);
+        p.s.problems.push_back("batch " + std::to_string(b) + ": " + first_line(runner::failure_path(out, p.s.id, b)));
+      } else {
+        p.missing.push_back(b);
+      }
+    }
+    any_file += p.present.size() + p.failed.size();
+    p.s.batches_present = static_cast<int>(p.present.size());
+    p.s.batches_failed = static_cast<int>(p.failed.size());
+    if (!p.missing.empty() && !p.present.empty())
+      p.s.problems.push_back("missing batch" + std::string(p.missing.size() > 1 ? "es " : " ") + ranges(p.missing));
+    p.s.status = !p.failed.empty()                   ? report::CellStatus::Failed
+                 : p.present.size() == size_t(nb)    ? report::CellStatus::Done
+                 : !p.present.empty()                ? report::CellStatus::Partial
+                                                     : report::CellStatus::Missing;
+    plans.push_back(std::move(p));
+  }
+  if (!any_file) fail_input(out + "/units", "no unit files: the sweep has not finished any batch yet (run the job first)");
+
+  std::string plotly_js, plotly_src;
+  if (shared_plotly) {
+    write_file_atomic(out + "/plotly.min.js", report::load_plotly_js());
+    plotly_src = "../../plotly.min.js";
+  } else {
+    plotly_js = report::load_plotly_js();  // fails early, before any work, when it is missing
+  }
+
+  // Second pass: reduce the complete cells, one at a time (their units are read, then released).
+  int done = 0, degenerate = 0;
+  for (Plan& p : plans) {
+    if (p.s.status != report::CellStatus::Done) continue;
+    std::vector<io::UnitRecord> units;
+    std::vector<std::string> paths;
+    for (int b : p.present) {
+      paths.push_back(runner::unit_path(out, p.s.id, b));
+      units.push_back(io::read_unit(paths.back()));
+      const io::UnitRecord& u = units.back();
+      auto id = u.text_attrs.find("cell_id");
+      if (id != u.text_attrs.end() && id->second != p.s.id)
+        fail_input(paths.back(), "holds cell " + id->second + ", not " + p.s.id);
+      auto bi = u.int_attrs.find("batch_index");
+      if (bi != u.int_attrs.end() && bi->second != b)
+        fail_input(paths.back(), "holds batch " + std::to_string(bi->second) + ", not " + std::to_string(b));
+      if (u.upstream != units.front().upstream || u.downstream != units.front().downstream || u.valid != units.front().valid)
+        fail_input(paths.back(), "its graph (node names or edge mask) differs from " + paths.front());
+    }
+    const eap::Graph g = graph_of(units.front(), paths.front(), p.downstream_heads);
+    std::vector<eap::BatchScores> batches(units.size());
+    std::vector<const eap::BatchScores*> ptrs;
+    for (size_t k = 0; k < units.size(); ++k) {
+      io::UnitRecord& u = units[k];
+      eap::BatchScores& s = batches[k];
+      s.n_upstream = u.n_upstream;
+      s.n_downstream = u.n_downstream;
+      s.n_prompts = u.n_prompts;
+      s.n_positions = u.n_positions;
+      s.scores = std::move(u.scores);
+      s.clean_ld = std::move(u.clean_ld);
+      s.corrupt_ld = std::move(u.corrupt_ld);
+      s.clean_correct = static_cast<int>(u.clean_correct);
+      ptrs.push_back(&s);
+    }
+    const eap::Baselines bl = eap::baselines(ptrs);
+    int correct = 0, prompts = 0;
+    for (const auto* s : ptrs) {
+      correct += s->clean_correct;
+      prompts += s->n_prompts;
+    }
+    p.s.has_baselines = std::isfinite(bl.clean_ld) && std::isfinite(bl.corrupt_ld);
+    p.s.clean_ld = bl.clean_ld;
+    p.s.corrupt_ld = bl.corrupt_ld;
+    p.s.clean_accuracy = prompts ? double(correct) / prompts : 0.0;
+    const fs::path dir = fs::path(out) / "cells" / p.s.id;
+    if (bl.degenerate()) {
+      p.s.status = report::CellStatus::Degenerate;
+      p.s.problems.push_back(bl.describe() + ": no normalised score (LD_clean - LD_corr is 0)");
+      ++degenerate;
+      continue;
+    }
+    const runner::CellResult r = runner::reduce_cell(g, ptrs, p.top_n, signed_rank);
+    p.s.clean_metric = r.clean_metric;
+    p.s.corrupt_metric = r.corrupt_metric;
+    p.s.clean_accuracy = r.clean_accuracy;
+    for (const eap::Edge& e : r.edges)
+      p.s.edges.push_back({eap::display_name(g.upstream[e.up]), eap::display_name(g.downstream[e.down]), e.score});
+
+    report::Result res;
+    res.metadata.model = p.s.model;
+    res.metadata.commandset = p.s.commandset;
+    res.metadata.hf_model = p.hf_model;
+    res.metadata.feature_name = p.s.feature;
+    res.metadata.use_novel_names = p.s.use_novel_names;
+    res.metadata.use_synonyms_field = p.s.use_synonyms_field;
+    res.metadata.use_synonyms_table = p.s.use_synonyms_table;
+    res.metadata.num_sql_fields = p.num_fields;
+    res.metadata.batch_size = p.batch_size;
+    res.metadata.n_batches = p.s.n_batches;
+    res.metadata.n_positions = r.n_positions;
+    res.metadata.n_layers = g.n_layers;
+    res.metadata.n_heads = g.n_heads;
+    res.edges = p.s.edges;
+    res.parameters.top_n_edges = p.top_n;
+    res.parameters.clean_logit_diff = bl.clean_ld;
+    res.parameters.corrupt_logit_diff = bl.corrupt_ld;
+    res.parameters.clean_metric = r.clean_metric;
+    res.parameters.corrupt_metric = r.corrupt_metric;
+    auto& x = res.parameters.extra;
+    x["clean_accuracy"] = r.clean_accuracy;
+    x["n_prompts"] = bl.n_prompts;
+    x["downstream_heads"] = p.downstream_heads;
+    x["metric_pairing"] = p.metric_pairing;
+    x["signed_rank"] = signed_rank;
+    x["seed"] = p.seed;
+    x["dtype"] = p.dtype;
+    x["device"] = p.device;
+    x["cell_id"] = p.s.id;
+    x["settings_hash"] = p.settings_hash;
+    x["program_version"] = TEAP_VERSION;
+    const std::string json_name = report::result_file_name(res.metadata);
+
+    report::PageInfo info;
+    info.title = p.s.id;
+    info.lines = {"BM" + std::to_string(p.s.model) + " CS" + std::to_string(p.s.commandset) + " " + p.s.feature +
+                      ": novel names " + yes_no(p.s.use_novel_names) + ", synonyms field " + yes_no(p.s.use_synonyms_field) +
+                      ", synonyms table " + yes_no(p.s.use_synonyms_table) + "; " + p.hf_model,
+                  "LD clean " + fmt("%.4f", bl.clean_ld) + ", LD corrupt " + fmt("%.4f", bl.corrupt_ld) +
+                      ", clean accuracy " + fmt("%.1f%%", 100 * r.clean_accuracy) + ", " + std::to_string(bl.n_prompts) +
+                      " prompts",
+                  std::to_string(r.edges.size()) + " edges in the top " + std::to_string(p.top_n) + " of all " +
+                      std::to_string(p.s.n_batches) + " batches (ranked by " + (signed_rank ? "signed score" : "|score|") +
+                      "); link width |mean normalised score|, blue positive, red negative"};
+    const report::Sankey sk = report::build_sankey(p.s.edges);
+    fs::create_directories(dir);
+    write_file_atomic((dir / json_name).string(), report::dump_python_json(report::to_json(res)));
+    write_file_atomic((dir / "sankey.html").string(), report::sankey_html(sk, info, plotly_js, plotly_src));
+    write_file_atomic((dir / "sankey.svg").string(), report::sankey_svg(sk, info));
+    const std::string rel = "cells/" + p.s.id + "/";
+    p.s.json_href = rel + json_name;
+    p.s.html_href = rel + "sankey.html";
+    p.s.svg_href = rel + "sankey.svg";
+    ++done;
+  }
+
+  report::SweepSummary sum;
+  sum.title = "tinysql-eap sweep: " + fs::path(fs::absolute(out)).lexically_normal().filename().string();
+  const std::string job = manifest.contains("job") && manifest["job"].is_string() ? manifest["job"].get<std::string>() : "";
+  sum.lines = {"Folder " + fs::absolute(out).lexically_normal().string() + (job.empty() ? "" : "; job " + job),
+               std::string("Top-n per batch: ") +
+                   (top_n_override > 0 ? std::to_string(top_n_override) + " (--top-n)" : "the job's") + ", ranked by " +
+                   (signed_rank ? "signed score" : "|score|") + "; consistent edges are in the top-n of every batch of the cell",
+               std::string("Reduced by tinysql-eap ") + TEAP_VERSION + " at " + report::iso_timestamp_now()};
+  for (const Plan& p : plans) sum.cells.push_back(p.s);
+  const std::string index = out + "/index.html";
+  write_file_atomic(index, report::summary_html(sum));
+
+  // What is not complete, listed; one warning line.
+  std::vector<std::string> incomplete;
+  for (const Plan& p : plans) {
+    const auto st = p.s.status;
+    if (st == report::CellStatus::Done) continue;
+    std::string line = report::to_string(st) + ": " + p.s.id;
+    if (st == report::CellStatus::Partial || st == report::CellStatus::Failed)
+      line += " (" + std::to_string(p.present.size()) + " of " + std::to_string(p.s.n_batches) + " batches" +
+              (p.missing.empty() ? "" : "; missing " + ranges(p.missing)) +
+              (p.failed.empty() ? "" : "; failed " + ranges(p.failed)) + ")";
+    if (st == report::CellStatus::Missing) line += " (no batch yet)";
+    if (st == report::CellStatus::Degenerate) line += " (" + p.s.problems.back() + ")";
+    incomplete.push_back(line);
+  }
+  std::printf("reduced %d of %zu cells into %s/cells\n", done, plans.size(), out.c_str());
+  const size_t shown = std::min<size_t>(incomplete.size(), 30);
+  for (size_t k = 0; k < shown; ++k) std::printf("  %s\n", incomplete[k].c_str());
+  if (incomplete.size() > shown) std::printf("  ... and %zu more (see %s)\n", incomplete.size() - shown, index.c_str());
+  if (!incomplete.empty())
+    spdlog::warn("reduce: {} of {} cells not reduced ({} degenerate, {} incomplete); see the list above", incomplete.size(),
+                 plans.size(), degenerate, incomplete.size() - degenerate);
+  std::printf("%s\n", index.c_str());
+  std::fflush(stdout);
+  return index;
+}
+
+Run add_reduce_command(CLI::App& app) {
+  struct Args {
+    std::string out;
+    int top_n = 0;
+    bool signed_rank = false, shared_plotly = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand(
+      "reduce", "Reduce a sweep folder: per cell the notebook's JSON and Sankey (HTML, SVG), then OUT/index.html");
+  sub->add_option("OUT", a->out, "sweep folder (holds sweep.json and units/)")->required();
+  sub->add_option("--top-n", a->top_n, "edges kept per batch (default: the job's top_n)")->check(CLI::Range(1, 1 << 24));
+  sub->add_flag("--signed", a->signed_rank, "rank by signed score instead of |score|");
+  sub->add_flag("--shared-plotly", a->shared_plotly,
+                "write plotly.min.js once as OUT/plotly.min.js and load it from there (pages then need that file "
+                "beside them) instead of putting 4.5 MB into every page");
+  return [a] { reduce_sweep(a->out, a->top_n, a->signed_rank, a->shared_plotly); };
+}
+
+}  // namespace teap::cli
