@@ -1,6 +1,7 @@
 #include "eap/score.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <chrono>
 #include <vector>
@@ -31,6 +32,18 @@ at::Tensor logit_diff(const model::Model& m, const at::Tensor& hidden, const at:
 std::vector<double> to_vector(const at::Tensor& t) {
   const at::Tensor c = t.detach().to(at::kCPU, at::kDouble).contiguous();
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+// X [r, L] . Y[k, L]^T for a very long L and small r, k. BLAS splits a product's threads over its
+// rows and columns, of which there are few here; cutting L into one slice per thread and adding
+// the slices' products keeps every thread busy.
+at::Tensor long_product(const at::Tensor& X, const at::Tensor& Y) {
+  const int64_t threads = at::get_num_threads(), L = X.size(1);
+  if (threads <= 1 || L < threads * 4096 || L % threads != 0 || !X.device().is_cpu()) return at::matmul(X, Y.t());
+  const int64_t c = threads, Lc = L / c;
+  const at::Tensor Xs = X.view({X.size(0), c, Lc}).transpose(0, 1);  // [c, r, Lc]
+  const at::Tensor Ys = Y.view({Y.size(0), c, Lc}).permute({1, 2, 0});  // [c, Lc, k]
+  return at::bmm(Xs, Ys).sum(0);
 }
 
 // Marks phase boundaries; a no-op without a profile.
@@ -153,8 +166,9 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     const auto& rc = clean.layers[l];
     const auto& rr = corrupt.layers[l];
     const at::Tensor z_diff = (rc.z.detach() - rr.z).to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh});
-    const at::Tensor w_o = m.weights.layers[l].w_o.to(ct).view({d, H, dh}).permute({1, 2, 0});  // [H,dh,d]
-    A.narrow(0, g.head_up(l, 0), H).copy_(at::bmm(z_diff, w_o));  // each head's z_h . W_O[h]
+    const at::Tensor w_o = m.weights.layers[l].w_o.to(ct).view({d, H, dh}).permute({1, 2, 0}).contiguous();  // [H,dh,d]
+    at::Tensor heads_out = A.narrow(0, g.head_up(l, 0), H);
+    at::bmm_out(heads_out, z_diff, w_o);  // each head's z_h . W_O[h], written in place
     A.select(0, g.mlp_up(l)).copy_((rc.mlp_out.detach() - rr.mlp_out).to(ct).reshape({N, d}));
   }
   if (g.input_up() >= 0) A.select(0, g.input_up()).copy_((clean.embed.detach() - corrupt.embed).to(ct).reshape({N, d}));
@@ -165,6 +179,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   const int64_t in_row = g.input_up();
   const bool layer_norm = c.family == model::Family::GptNeo;
 
+  at::Tensor G_buffer;
   for (int b = 0; b < c.n_layers; ++b) {
     const auto& rc = clean.layers[b];
     const auto& w = m.weights.layers[b];
@@ -172,7 +187,9 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     const int64_t rows_m = rows + H;              // ... and this layer's heads, which feed its MLP
     const bool head_cols = g.heads_down() && (rows > 0 || in_row >= 0);
     const int64_t K = head_cols ? 3 * H + 1 : 1;  // gradient rows: q, k, v per query head, then the MLP
-    at::Tensor Gall = at::empty({K, N, d}, A.options());
+    // One buffer for every layer's gradients: a fresh allocation per layer costs page faults.
+    if (!G_buffer.defined()) G_buffer = at::empty({g.heads_down() ? 3 * H + 1 : 1, N, d}, A.options());
+    at::Tensor Gall = G_buffer.narrow(0, 0, K);
     // The MLP's input: the norm's VJP of the gradient at the MLP's normalised input.
     Gall.select(0, K - 1).copy_(model::norm_vjp(m, b, 2, rc.resid_mid.detach(), grad_or_zeros(rc.mlp_in).detach()).reshape({N, d}));
     if (head_cols) {
@@ -203,7 +220,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     }
     const at::Tensor G = Gall.view({K, N * d});
     // One pass over the upstream differences per layer: every column of the layer at once.
-    const at::Tensor term = at::matmul(A2.narrow(0, 0, rows_m), G.t());  // [rows_m, K]
+    const at::Tensor term = long_product(A2.narrow(0, 0, rows_m), G);  // [rows_m, K]
     S.narrow(0, 0, rows_m).select(1, g.mlp_down(b)).copy_(term.select(1, K - 1));
     if (head_cols && rows > 0) S.narrow(0, 0, rows).narrow(1, g.q_down(b, 0), 3 * H).copy_(term.narrow(0, 0, rows).narrow(1, 0, 3 * H));
     if (in_row >= 0) {
