@@ -1,6 +1,7 @@
 // EAP scores against an independent float64 reference with per-head residual copies
 // (reference_forward.hpp): directional derivatives, edge patching, sum rules, grouped-query sums,
 // batch-size invariance, downstream_heads = none, exact zeros off the graph, accuracy.
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -534,6 +535,24 @@ TEST(EapOptions, Float32AgreesWithFloat64) {
           << model::family_name(f) << " " << edge_name(g, int(e / g.n_downstream()), int(e % g.n_downstream()));
     for (int i = 0; i < 4; ++i) EXPECT_NEAR(s32.clean_ld[i], s64.clean_ld[i], 1e-5);
   }
+}
+
+// Intra-op threads split the long contraction products (score.cpp's long_product); the scores
+// must not depend on it beyond rounding.
+TEST(EapOptions, ThreadCountDoesNotChangeScores) {
+  const int before = at::get_num_threads();
+  for (Family f : {Family::GptNeo, Family::Llama}) {
+    const model::Model m = make_model(f);
+    const Batch b = make_batch(64, 9, 81);  // B*P*d_model past the split threshold (2 x 4096)
+    const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads, with_io());
+    at::set_num_threads(1);
+    const eap::BatchScores one = eap::score_batch(m, g, b.in);
+    at::set_num_threads(2);
+    const eap::BatchScores two = eap::score_batch(m, g, b.in);
+    const double smax = max_abs_score(one);
+    for (size_t e = 0; e < one.scores.size(); ++e) EXPECT_NEAR(one.scores[e], two.scores[e], 1e-6 * smax);
+  }
+  at::set_num_threads(before);
 }
 
 TEST(EapOptions, ScoresAreExactlyZeroOffTheGraph) {
