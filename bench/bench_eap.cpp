@@ -51,28 +51,7 @@ struct Shape {
 };
 
 model::ModelConfig config_of(const Shape& s) {
-  model::ModelConfig c;
-  c.family = s.family;
-  c.model_type = model::family_name(s.family);
-  c.n_layers = s.layers;
-  c.n_heads = s.heads;
-  c.n_kv_heads = s.kv_heads;
-  c.d_model = s.d_model;
-  c.d_head = s.d_model / s.heads;
-  c.d_mlp = s.d_mlp;
-  c.vocab_size = s.vocab;
-  c.max_positions = 2048;
-  c.norm_eps = 1e-5;
-  c.local_layer.assign(s.layers, false);
-  if (s.family == model::Family::GptNeo)
-    for (int l = 1; l < s.layers; l += 2) c.local_layer[l] = true;
-  c.window_size = 256;
-  c.activation = s.family == model::Family::GptNeo ? "gelu_new" : "silu";
-  c.tie_word_embeddings = s.family != model::Family::Llama;
-  c.qkv_bias = s.family == model::Family::Qwen2;
-  c.rope_theta = s.family == model::Family::Llama ? 500000.0 : 1000000.0;
-  if (s.family == model::Family::Llama) c.rope_scaling = model::RopeScaling{"llama3", 32.0, 1.0, 4.0, 8192};
-  return c;
+  return model::family_config(s.family, s.layers, s.heads, s.kv_heads, s.d_model, s.d_mlp, s.vocab);
 }
 
 }  // namespace

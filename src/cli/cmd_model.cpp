@@ -67,32 +67,20 @@ Run add_make_model_command(CLI::App& app) {
   sub->add_flag("--pad-row", a->pad_row, "one extra embedding row beyond the tokenizer (as BM1 fine-tunes)");
   return [a] {
     const auto tok = tokenizer::Tokenizer::load(a->vocab_from);
-    model::ModelConfig c;
-    c.model_type = a->family;
-    c.family = a->family == "gpt_neo" ? model::Family::GptNeo : a->family == "qwen2" ? model::Family::Qwen2 : model::Family::Llama;
-    c.n_layers = a->layers;
-    c.n_heads = a->heads;
-    c.n_kv_heads = a->kv_heads ? a->kv_heads : (c.family == model::Family::GptNeo ? a->heads : std::max(1, a->heads / 2));
-    if (c.family == model::Family::GptNeo && c.n_kv_heads != c.n_heads)
+    const model::Family family = a->family == "gpt_neo" ? model::Family::GptNeo
+                                 : a->family == "qwen2"   ? model::Family::Qwen2
+                                                          : model::Family::Llama;
+    model::ModelConfig c = model::family_config(family, a->layers, a->heads, a->kv_heads, a->d_model,
+                                                a->d_mlp ? a->d_mlp : 4 * a->d_model,
+                                                tok.vocab_size() + (a->pad_row ? 1 : 0));
+    if (family == model::Family::GptNeo && c.n_kv_heads != c.n_heads)
       throw InputError("--kv-heads: gpt_neo has no grouped-query attention (kv heads must equal heads)");
     if (a->d_model % a->heads) throw InputError("--d-model " + std::to_string(a->d_model) + " is not divisible by --heads " + std::to_string(a->heads));
     if (c.n_heads % c.n_kv_heads) throw InputError("--heads must be a multiple of --kv-heads");
-    c.d_model = a->d_model;
-    c.d_head = a->d_model / a->heads;
-    if (c.family != model::Family::GptNeo && c.d_head % 2) throw InputError("--d-model / --heads must be even for rotary embeddings");
-    c.d_mlp = a->d_mlp ? a->d_mlp : 4 * a->d_model;
-    c.vocab_size = tok.vocab_size() + (a->pad_row ? 1 : 0);
+    if (family != model::Family::GptNeo && c.d_head % 2) throw InputError("--d-model / --heads must be even for rotary embeddings");
     c.max_positions = a->max_positions;
-    c.norm_eps = c.family == model::Family::GptNeo ? 1e-5 : 1e-6;
-    c.local_layer.assign(c.n_layers, false);
-    if (c.family == model::Family::GptNeo)
-      for (int l = 1; l < c.n_layers; l += 2) c.local_layer[l] = true;
-    c.window_size = a->window;
-    c.activation = c.family == model::Family::GptNeo ? "gelu_new" : "silu";
-    c.tie_word_embeddings = c.family != model::Family::Llama;
-    c.qkv_bias = c.family == model::Family::Qwen2;
-    c.rope_theta = c.family == model::Family::Llama ? 500000.0 : 1000000.0;
-    if (c.family == model::Family::Llama && !a->no_rope_scaling) c.rope_scaling = model::RopeScaling{"llama3", 32.0, 1.0, 4.0, 8192};
+    if (family == model::Family::GptNeo) c.window_size = a->window;
+    if (a->no_rope_scaling) c.rope_scaling.reset();
     const model::Model m = model::random_model(c, a->seed);
     model::SaveOptions so;
     so.bf16 = a->bf16;

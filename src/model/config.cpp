@@ -442,4 +442,31 @@ std::string config_to_json(const ModelConfig& c) {
   return j.dump(2) + "\n";
 }
 
+ModelConfig family_config(Family family, int n_layers, int n_heads, int n_kv_heads, int d_model, int d_mlp,
+                          int vocab_size) {
+  const bool neo = family == Family::GptNeo;
+  ModelConfig c;
+  c.family = family;
+  c.model_type = family_name(family);
+  c.n_layers = n_layers;
+  c.n_heads = n_heads;
+  c.n_kv_heads = n_kv_heads > 0 ? n_kv_heads : (neo ? n_heads : std::max(1, n_heads / 2));
+  c.d_model = d_model;
+  c.d_head = n_heads > 0 ? d_model / n_heads : 0;
+  c.d_mlp = d_mlp;
+  c.vocab_size = vocab_size;
+  c.max_positions = 2048;
+  c.norm_eps = neo ? 1e-5 : 1e-6;
+  c.local_layer.assign(static_cast<size_t>(std::max(0, n_layers)), false);
+  if (neo)
+    for (int l = 1; l < n_layers; l += 2) c.local_layer[static_cast<size_t>(l)] = true;  // as BM1: global, local, ...
+  c.window_size = neo ? 256 : 0;
+  c.activation = neo ? "gelu_new" : "silu";
+  c.tie_word_embeddings = family != Family::Llama;
+  c.qkv_bias = family == Family::Qwen2;
+  c.rope_theta = neo ? 0.0 : family == Family::Llama ? 500000.0 : 1000000.0;
+  if (family == Family::Llama) c.rope_scaling = RopeScaling{"llama3", 32.0, 1.0, 4.0, 8192};
+  return c;
+}
+
 }  // namespace teap::model

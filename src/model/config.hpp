@@ -53,6 +53,14 @@ bool operator==(const RopeScaling& a, const RopeScaling& b);
 bool operator==(const ModelConfig& a, const ModelConfig& b);
 inline bool operator!=(const ModelConfig& a, const ModelConfig& b) { return !(a == b); }
 
+// A config of the family with the sizes given and that family's usual options, as the TinySQL
+// models have them: gpt_neo with alternating global/local layers (window 256), LayerNorm eps 1e-5,
+// gelu_new, tied embeddings; qwen2 with Q/K/V biases, RMSNorm eps 1e-6, rope theta 1e6, tied;
+// llama with rope theta 5e5 and llama3 scaling (factor 32, 1, 4, 8192), untied. max_positions 2048.
+// n_kv_heads = 0 means n_heads for gpt_neo and n_heads / 2 otherwise. Sizes are not checked here.
+ModelConfig family_config(Family family, int n_layers, int n_heads, int n_kv_heads, int d_model, int d_mlp,
+                          int vocab_size);
+
 // Reads config.json. An unknown model_type, a missing or ill-typed key, an unsupported option
 // (activation, rope_scaling type, mlp_bias) or sizes that do not divide are InputErrors naming the
 // file and the key.

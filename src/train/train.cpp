@@ -60,23 +60,9 @@ void validate(const TrainSettings& s0) {
 namespace {
 
 model::ModelConfig config_for(const TrainSettings& s, int vocab, int eot) {
-  model::ModelConfig c;
-  c.family = model::Family::GptNeo;
-  c.model_type = model::family_name(c.family);
-  c.n_layers = s.layers;
-  c.n_heads = s.heads;
-  c.n_kv_heads = s.heads;
-  c.d_model = s.d_model;
-  c.d_head = s.d_model / s.heads;
-  c.d_mlp = s.d_mlp;
-  c.vocab_size = vocab;
+  model::ModelConfig c = model::family_config(model::Family::GptNeo, s.layers, s.heads, s.heads, s.d_model, s.d_mlp, vocab);
   c.max_positions = s.max_positions;
-  c.norm_eps = 1e-5;
-  c.local_layer.assign(static_cast<size_t>(s.layers), false);
-  for (int l = 1; l < s.layers; l += 2) c.local_layer[static_cast<size_t>(l)] = true;  // as BM1: global, local, ...
   c.window_size = s.window;
-  c.activation = "gelu_new";
-  c.tie_word_embeddings = true;
   c.bos_token_id = eot;
   c.eos_token_id = eot;
   return c;
