@@ -23,16 +23,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                                 "encoder.json", "vocab.bpe", "special_tokens_map.json"};
-
-// Copies the tokenizer files found at `path` (a folder, or a file with its siblings) into `out`.
-void copy_tokenizer_files(const std::string& path, const std::string& out) {
-  const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
-  for (const char* name : kTokenizerFiles)
-    if (fs::exists(dir / name)) fs::copy_file(dir / name, fs::path(out) / name, fs::copy_options::overwrite_existing);
-}
-
 // The tokenizer of a model: --tokenizer if given, else the files in the model's folder.
 tokenizer::Tokenizer model_tokenizer(const std::string& tokenizer_path, const std::string& model_path) {
   return tokenizer::Tokenizer::load(tokenizer_path.empty() ? model_path : tokenizer_path);
@@ -86,7 +76,7 @@ Run add_make_model_command(CLI::App& app) {
     so.bf16 = a->bf16;
     so.max_shard_bytes = a->shard_bytes;
     model::save_model(m, a->out, so);
-    copy_tokenizer_files(a->vocab_from, a->out);
+    tokenizer::copy_tokenizer_files(a->vocab_from, a->out);
     std::printf("wrote %s: %s, %d layers, %d heads (%d kv), d_model %d, d_mlp %d, vocabulary %d, %lld parameters\n",
                 a->out.c_str(), a->family.c_str(), c.n_layers, c.n_heads, c.n_kv_heads, c.d_model, c.d_mlp,
                 c.vocab_size, static_cast<long long>(model::parameter_count(m)));

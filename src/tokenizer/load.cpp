@@ -306,4 +306,14 @@ std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& path) {
   return load_tokenizer_json(path);
 }
 
+void copy_tokenizer_files(const std::string& path, const std::string& out) {
+  static const char* names[] = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+                                "encoder.json", "vocab.bpe", "special_tokens_map.json"};
+  const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
+  std::error_code ec;
+  if (fs::equivalent(dir, fs::path(out), ec)) return;  // already there
+  for (const char* name : names)
+    if (fs::exists(dir / name)) fs::copy_file(dir / name, fs::path(out) / name, fs::copy_options::overwrite_existing);
+}
+
 }  // namespace teap::tokenizer

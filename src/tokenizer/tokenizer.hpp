@@ -58,6 +58,11 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
+// Copies the tokenizer files found at `path` (a folder, or a file with its siblings: tokenizer.json,
+// tokenizer_config.json, vocab.json, merges.txt, encoder.json, vocab.bpe, special_tokens_map.json)
+// into the folder `out`, so that a model folder carries its own tokenizer.
+void copy_tokenizer_files(const std::string& path, const std::string& out);
+
 // GPT-2's mapping between bytes and printable code points (`Ġ` for a space), used by every
 // byte-level vocabulary.
 std::string bytes_to_unicode(const std::string& bytes);

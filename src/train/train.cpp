@@ -13,6 +13,7 @@
 
 #include "model/make.hpp"
 #include "model/params.hpp"
+#include "tokenizer/tokenizer.hpp"
 #include "train/internal.hpp"
 #include "train/record.hpp"
 #include "train/train.hpp"
@@ -84,16 +85,6 @@ std::string clock_text(double seconds) {
   else
     std::snprintf(b, sizeof b, "%ldm%02lds", t / 60, t % 60);
   return b;
-}
-
-const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                                 "encoder.json",   "vocab.bpe",             "special_tokens_map.json"};
-
-void copy_tokenizer_files(const std::string& source, const std::string& out) {
-  const fs::path dir = fs::is_directory(source) ? fs::path(source) : fs::path(source).parent_path();
-  for (const char* name : kTokenizerFiles)
-    if (fs::exists(dir / name) && !fs::equivalent(dir, fs::path(out)))
-      fs::copy_file(dir / name, fs::path(out) / name, fs::copy_options::overwrite_existing);
 }
 
 // Adam with bias correction and decoupled weight decay. All parameters live end to end in one
@@ -264,7 +255,7 @@ TrainResult train(const TrainSettings& s0, const tokenizer::Tokenizer& tok, cons
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   model::save_model(m, out);
-  copy_tokenizer_files(tok.source(), out);
+  tokenizer::copy_tokenizer_files(tok.source(), out);
   write_record(out, s, r);
   return r;
 }
