@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <stdexcept>
+#include <type_traits>
 
 #ifdef TEAP_HAVE_NCCL
 #include <cuda_runtime.h>
@@ -108,9 +109,7 @@ int64_t Counter::peek() {
 
 struct Group::State {
   MPI_Comm comm = MPI_COMM_NULL;
-#ifdef TEAP_HAVE_NCCL
-  ncclComm_t nccl = nullptr;
-#endif
+  void* nccl = nullptr;  // the group's ncclComm_t, made on first use (NCCL builds only)
 };
 
 Group::Group(const Runtime& rt, int group_size) : s_(std::make_unique<State>()) {
@@ -126,7 +125,7 @@ Group::Group(const Runtime& rt, int group_size) : s_(std::make_unique<State>()) 
 
 Group::~Group() {
 #ifdef TEAP_HAVE_NCCL
-  if (s_->nccl) ncclCommDestroy(s_->nccl);
+  if (s_->nccl) ncclCommDestroy(static_cast<ncclComm_t>(s_->nccl));
 #endif
   if (s_->comm != MPI_COMM_NULL) MPI_Comm_free(&s_->comm);
 }
@@ -139,48 +138,51 @@ void nccl_check(ncclResult_t r, const char* what) {
   if (r != ncclSuccess) throw std::runtime_error(std::string("NCCL ") + what + ": " + ncclGetErrorString(r));
 }
 // The group's NCCL communicator, made on first use (its id travels over MPI).
-ncclComm_t nccl_comm(MPI_Comm comm, ncclComm_t& cached) {
-  if (cached) return cached;
+ncclComm_t nccl_comm(MPI_Comm comm, void*& cached) {
+  if (cached) return static_cast<ncclComm_t>(cached);
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   ncclUniqueId id;
   if (rank == 0) nccl_check(ncclGetUniqueId(&id), "unique id");
   check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, comm), "broadcast");
-  nccl_check(ncclCommInitRank(&cached, size, id, rank), "init");
-  return cached;
+  ncclComm_t made = nullptr;
+  nccl_check(ncclCommInitRank(&made, size, id, rank), "init");
+  cached = made;
+  return made;
 }
 }  // namespace
 #endif
 
-void Group::sum(float* data, size_t n, bool on_cuda) const {
-  if (size_ == 1 || n == 0) return;
+namespace {
+
+// In-place sum over `comm` (NCCL for device buffers where built with it, MPI on the host).
+template <class T>
+void group_sum(T* data, size_t n, bool on_cuda, MPI_Comm comm, [[maybe_unused]] void*& nccl) {
+  constexpr bool is_double = std::is_same_v<T, double>;
 #ifdef TEAP_HAVE_NCCL
   if (on_cuda) {
     cudaDeviceSynchronize();  // the scores were written on the device's streams
-    nccl_check(ncclAllReduce(data, data, n, ncclFloat32, ncclSum, nccl_comm(s_->comm, s_->nccl), nullptr), "all-reduce");
+    ncclComm_t nc = nccl_comm(comm, nccl);
+    nccl_check(ncclAllReduce(data, data, n, is_double ? ncclFloat64 : ncclFloat32, ncclSum, nc, nullptr), "all-reduce");
     cudaStreamSynchronize(nullptr);
     return;
   }
 #else
   if (on_cuda) throw std::runtime_error("rank groups on CUDA need NCCL, which this build lacks");
 #endif
-  check(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM, s_->comm), "allreduce");
+  check(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), is_double ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM, comm),
+        "allreduce");
+}
+
+}  // namespace
+
+void Group::sum(float* data, size_t n, bool on_cuda) const {
+  if (size_ > 1 && n > 0) group_sum(data, n, on_cuda, s_->comm, s_->nccl);
 }
 
 void Group::sum(double* data, size_t n, bool on_cuda) const {
-  if (size_ == 1 || n == 0) return;
-#ifdef TEAP_HAVE_NCCL
-  if (on_cuda) {
-    cudaDeviceSynchronize();
-    nccl_check(ncclAllReduce(data, data, n, ncclFloat64, ncclSum, nccl_comm(s_->comm, s_->nccl), nullptr), "all-reduce");
-    cudaStreamSynchronize(nullptr);
-    return;
-  }
-#else
-  if (on_cuda) throw std::runtime_error("rank groups on CUDA need NCCL, which this build lacks");
-#endif
-  check(MPI_Allreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_DOUBLE, MPI_SUM, s_->comm), "allreduce");
+  if (size_ > 1 && n > 0) group_sum(data, n, on_cuda, s_->comm, s_->nccl);
 }
 
 void Group::sum(int64_t* data, size_t n) const {
