@@ -140,8 +140,9 @@ struct ModelCache {
   }
 };
 
+// `in` is the batch's model input (batch_input of `b`): its ids and tokens are stored as they were scored.
 io::UnitRecord unit_record(const job::Job& job, const job::Cell& cell, int batch, const tinysql::Batch& b,
-                           const eap::Graph& g, const eap::BatchScores& r, const model::Model& m, double seconds,
+                           const eap::BatchInput& in, const eap::Graph& g, const eap::BatchScores& r, const model::Model& m, double seconds,
                            int rank, int threads) {
   io::UnitRecord u;
   const auto& s = job.settings;
@@ -167,12 +168,12 @@ io::UnitRecord unit_record(const job::Job& job, const job::Cell& cell, int batch
   u.clean_ld = r.clean_ld;
   u.corrupt_ld = r.corrupt_ld;
   u.clean_correct = r.clean_correct;
+  u.clean_ids = in.clean_ids;
+  u.corrupt_ids = in.corrupt_ids;
+  u.clean_token = in.clean_answer;
+  u.corrupt_token = in.corrupt_answer;
+  u.answer_token = in.expected;
   for (const auto& e : b.examples) {
-    u.clean_ids.insert(u.clean_ids.end(), e.clean_input_ids.begin(), e.clean_input_ids.end());
-    u.corrupt_ids.insert(u.corrupt_ids.end(), e.corrupt_input_ids.begin(), e.corrupt_input_ids.end());
-    u.clean_token.push_back(e.clean_token_id);
-    u.corrupt_token.push_back(e.corrupt_token_id);
-    u.answer_token.push_back(e.answer_token_id);
     u.clean_word.push_back(e.clean_word);
     u.corrupt_word.push_back(e.corrupt_word);
   }
@@ -447,7 +448,7 @@ RunSummary run_sweep(const job::Job& job, const dist::Runtime& rt, const RunOpti
         const auto t_write = std::chrono::steady_clock::now();
         fs::create_directories(fs::path(unit_path(out, cell.id, unit.batch)).parent_path());
         io::write_unit(unit_path(out, cell.id, unit.batch),
-                       unit_record(job, cell, unit.batch, batch, g, r, m, secs, rt.rank(), threads));
+                       unit_record(job, cell, unit.batch, batch, full, g, r, m, secs, rt.rank(), threads));
         spdlog::info("unit {} batch {} done in {:.2f} s (write {:.3f} s), clean accuracy {:.3f}", cell.id, unit.batch, secs,
                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_write).count(), r.clean_accuracy());
       }
