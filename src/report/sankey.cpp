@@ -384,21 +384,20 @@ std::string sankey_svg(const Sankey& s, const PageInfo& info) {
                      [&](int a, int b) { return centre(s.links[a].target) < centre(s.links[b].target); });
     std::stable_sort(by_source.begin(), by_source.end(),
                      [&](int a, int b) { return centre(s.links[a].source) < centre(s.links[b].source); });
-    std::vector<double> used_out(N, 0), used_in(N, 0);
-    for (int j : by_target) {
-      const SankeyLink& l = s.links[j];
-      const double w = lw(l);
-      const double start = ny[l.source] + std::max(0.0, (nh[l.source] - out[l.source] * k) / 2);
-      y0[j] = start + used_out[l.source] + w / 2;
-      used_out[l.source] += w;
-    }
-    for (int j : by_source) {
-      const SankeyLink& l = s.links[j];
-      const double w = lw(l);
-      const double start = ny[l.target] + std::max(0.0, (nh[l.target] - in[l.target] * k) / 2);
-      y1[j] = start + used_in[l.target] + w / 2;
-      used_in[l.target] += w;
-    }
+    // Each node's links stacked in the order of their other ends' heights, centred on the node.
+    auto stack = [&](const std::vector<int>& order, bool at_source, std::vector<double>& y) {
+      std::vector<double> used(N, 0);
+      for (int j : order) {
+        const SankeyLink& l = s.links[j];
+        const int n = at_source ? l.source : l.target;
+        const double w = lw(l);
+        const double start = ny[n] + std::max(0.0, (nh[n] - (at_source ? out[n] : in[n]) * k) / 2);
+        y[j] = start + used[n] + w / 2;
+        used[n] += w;
+      }
+    };
+    stack(by_target, true, y0);
+    stack(by_source, false, y1);
   }
 
   const std::string W = fmt2(width), H = fmt2(height);
