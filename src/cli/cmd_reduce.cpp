@@ -21,7 +21,7 @@
 #include "report/notebook_json.hpp"
 #include "report/sankey.hpp"
 #include "report/summary.hpp"
-#include "runner/sweep.hpp"
+#include "runner/folder.hpp"
 #include "runner/unit.hpp"
 #include "util/error.hpp"
 #include "util/files.hpp"

@@ -12,6 +12,7 @@
 #include "dist/dist.hpp"
 #include "io/unit_file.hpp"
 #include "job/job.hpp"
+#include "runner/folder.hpp"
 #include "runner/sweep.hpp"
 #include "util/error.hpp"
 #include "util/files.hpp"
@@ -52,6 +53,9 @@ Run add_run_command(CLI::App& app) {
                   static_cast<long long>(s.units_done_now), static_cast<long long>(s.units_done_before),
                   static_cast<long long>(s.units_failed), static_cast<long long>(s.units_total),
                   s.interrupted ? " (stopped by a signal: run again to resume)" : "");
+      if (s.units_deferred)
+        std::printf("%lld units wait for other shards' units: run this shard again once those are published\n",
+                    static_cast<long long>(s.units_deferred));
       std::fflush(stdout);
     }
     if (s.interrupted) throw std::runtime_error("stopped by a signal before the sweep was complete");

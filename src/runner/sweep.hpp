@@ -1,6 +1,7 @@
-// Owns running a job: the sweep folder (manifest, unit files, failures, per-rank logs), resuming
-// what is missing, ranks pulling work units, rank groups, progress, and stopping cleanly on a
-// pre-emption signal. One work unit = one cell x one batch index, written as one HDF5 file.
+// Owns running a job: plan (plan.hpp) -> prepare the folder (folder.hpp, manifest.hpp) -> ranks
+// pull units -> run each by its kind (run_unit.hpp) -> publish -> report progress (progress.hpp),
+// and stopping cleanly on a pre-emption signal. One work unit = one kind x cell x batch index,
+// written as one HDF5 file.
 #pragma once
 
 #include <string>
@@ -23,17 +24,13 @@ struct RunOptions {
 
 struct RunSummary {
   int64_t units_total = 0, units_done_before = 0, units_done_now = 0, units_failed = 0;
+  int64_t units_deferred = 0;  // waiting for another shard's units (run again once they are published)
   bool interrupted = false;  // stopped by a signal before all work was done
 };
 
 // Every rank calls this. Bad input (a sweep folder holding another job's results, a model that
 // cannot be found) is an InputError on every rank, before anything is written.
 RunSummary run_sweep(const job::Job& job, const dist::Runtime& rt, const RunOptions& options);
-
-// The unit file of (cell, batch) under `out`.
-std::string unit_path(const std::string& out, const std::string& cell_id, int batch);
-// The failure note of (cell, batch) under `out`.
-std::string failure_path(const std::string& out, const std::string& cell_id, int batch);
 
 // Thread count for one rank: the job's, else SLURM_CPUS_PER_TASK, else the node's cores shared
 // among its ranks.

@@ -1,0 +1,86 @@
+// Owns the sweep's plan: which work units exist (kind x cell x batch), which are already published
+// in the folder, which this run must do and in what order, and what each waits for. Plain data,
+// no MPI and no model: rank 0 builds it and every rank receives the same copy as one message.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "job/job.hpp"
+
+namespace teap::runner {
+
+// A kind of work unit. Every kind has one unit per cell x batch index and its own folder of unit
+// files; a kind with `after` set becomes available for a cell only once every unit of kind `after`
+// of that cell is published (the evaluation of a circuit needs all of the cell's scores).
+struct UnitKind {
+  std::string name;     // "score"
+  std::string folder;   // under the sweep folder: "units"
+  int after = -1;       // index of the kind this one waits for, -1: none
+};
+
+// The kinds a job asks for, `score` first (index 0).
+std::vector<UnitKind> unit_kinds(const job::Job& job);
+
+struct UnitRef {
+  int32_t kind = 0, cell = 0, batch = 0;
+  bool operator==(const UnitRef& o) const { return kind == o.kind && cell == o.cell && batch == o.batch; }
+};
+
+// Which unit files exist: `published[k][c * n_batches + b]`.
+struct FolderScan {
+  int n_batches = 0;
+  std::vector<std::vector<bool>> published;
+  bool done(const UnitRef& u) const { return published[u.kind][static_cast<size_t>(u.cell) * n_batches + u.batch]; }
+  int done_in_cell(int kind, int cell) const;
+};
+
+// `exists(path)` is the filesystem test (tests give a fake folder).
+FolderScan scan_folder(const std::string& out, const job::Job& job, const std::vector<UnitKind>& kinds,
+                       const std::function<bool(const std::string&)>& exists);
+
+struct Shard {
+  int index = 0, count = 1;
+  // Units are dealt to shards by their ordinal within their kind: cell x batches + batch.
+  bool has(const UnitRef& u, int n_batches) const {
+    return (static_cast<int64_t>(u.cell) * n_batches + u.batch) % count == index;
+  }
+};
+
+struct PlannedUnit {
+  UnitRef unit;
+  std::vector<int32_t> needs;  // indices into Plan::pending of units to be published first
+};
+
+struct Plan {
+  std::vector<UnitKind> kinds;
+  std::vector<PlannedUnit> pending;  // to do, in the order ranks pull them: kind by kind, then cell, batch
+  int64_t total = 0;                 // units of this shard, every kind
+  int64_t done_before = 0;           // of those, published before this run
+  // Units of this shard left for a later run: they wait for units of another shard that are not
+  // published yet (a job array's tasks do not see each other's progress).
+  int64_t deferred = 0;
+};
+
+// The plan of a job against what the folder holds. Dependencies are on pending units only: a unit
+// whose needs were all published before needs nothing.
+Plan make_plan(const job::Job& job, const std::vector<UnitKind>& kinds, const FolderScan& scan, const Shard& shard);
+
+// What rank 0 tells every rank once it has planned: the plan, or the error that stopped it with
+// its kind kept (a user's mistake stays an InputError on every rank).
+struct PlanOutcome {
+  enum class Error { none, input, failure };
+  Error error = Error::none;
+  std::string message;
+  Plan plan;
+  void rethrow() const;  // throws the error as its kind; nothing when there is none
+};
+
+// The outcome as one structured message (MessagePack), and back; decode checks what it reads.
+std::string encode_outcome(const PlanOutcome& outcome);
+PlanOutcome decode_outcome(const std::string& bytes);
+
+}  // namespace teap::runner

@@ -1,0 +1,47 @@
+#include "runner/run_unit.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "runner/folder.hpp"
+#include "util/files.hpp"
+
+namespace teap::runner {
+namespace fs = std::filesystem;
+
+UnitOutcome run_unit(const UnitEnv& env, Workspace& ws, const Plan& plan, const UnitRef& unit) {
+  const std::string& kind = plan.kinds.at(unit.kind).name;
+  if (kind == "score") return run_score_unit(env, ws, unit);
+  UnitOutcome o;
+  o.error = UnitOutcome::Error::failure;
+  o.message = "no runner for units of kind '" + kind + "'";
+  return o;
+}
+
+void publish(const job::Job& job, const Plan& plan, const UnitRef& unit, const UnitOutcome& outcome, bool leader) {
+  const std::string& cell = job.cells[unit.cell].id;
+  const UnitKind& kind = plan.kinds[unit.kind];
+  if (outcome.error == UnitOutcome::Error::none) {
+    if (!outcome.record) return;  // not the group's leader
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string path = kind_unit_path(job.output, kind.folder, cell, unit.batch);
+    fs::create_directories(fs::path(path).parent_path());
+    io::write_unit(path, *outcome.record);
+    const auto& r = *outcome.record;
+    spdlog::info("unit {} batch {} done in {:.2f} s (write {:.3f} s), clean accuracy {:.3f}", cell, unit.batch,
+                 outcome.seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                 r.n_prompts ? double(r.clean_correct) / r.n_prompts : 0.0);
+    return;
+  }
+  spdlog::error("unit {} batch {} failed: {}", cell, unit.batch, outcome.message);
+  if (!leader) return;
+  std::error_code ec;
+  fs::create_directories(job.output + "/failed", ec);
+  write_file_atomic(failure_path(job.output, cell, unit.batch, kind.name),
+                    std::string(outcome.error == UnitOutcome::Error::input ? "input: " : "failure: ") + outcome.message +
+                        "\n");
+}
+
+}  // namespace teap::runner

@@ -1,0 +1,182 @@
+// The `score` kind of work unit: one cell x batch index scored by EAP, split across the rank
+// group's members by prompts, with the group's partial scores summed. The rank's loaded model and
+// tokenizer live here (the Workspace), so LibTorch stays out of the runner's other files.
+#include <ATen/Parallel.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <optional>
+
+#include "dist/dist.hpp"
+#include "eap/score.hpp"
+#include "model/hf_cache.hpp"
+#include "model/model.hpp"
+#include "runner/run_unit.hpp"
+#include "runner/unit.hpp"
+#include "tokenizer/tokenizer.hpp"
+#include "util/error.hpp"
+#include "version.hpp"
+
+namespace teap::runner {
+
+// Loaded models and tokenizers, kept while consecutive units use them.
+struct Workspace {
+  std::string key;
+  std::optional<model::Model> model;
+  std::optional<tokenizer::Tokenizer> tok;
+
+  void load(const job::Cell& c, const job::Settings& s) {
+    const std::string k = c.weights + "|" + c.tokenizer + "|" + std::to_string(c.trim_vocab) + "|" + s.dtype + "|" + s.device;
+    if (k == key) return;
+    model.reset();
+    tok.reset();
+    key.clear();
+    tok.emplace(tokenizer::Tokenizer::load(model::resolve_model_path(c.tokenizer)));
+    model::LoadOptions lo;
+    lo.dtype = s.dtype;
+    lo.device = s.device;
+    if (c.trim_vocab) lo.trim_vocab_to = tok->vocab_size();
+    const auto t0 = std::chrono::steady_clock::now();
+    model.emplace(model::load_model(c.weights, lo));
+    spdlog::info("loaded {} ({} layers x {} heads) in {:.2f} s", c.weights, model->config.n_layers, model->config.n_heads,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    key = k;
+  }
+};
+
+void WorkspaceDeleter::operator()(Workspace* w) const { delete w; }
+
+WorkspacePtr make_workspace(int threads) {
+  at::set_num_threads(threads);
+  return WorkspacePtr(new Workspace);
+}
+
+namespace {
+
+// `in` is the batch's model input (batch_input of `b`): its ids and tokens are stored as they were scored.
+io::UnitRecord unit_record(const job::Job& job, const job::Cell& cell, int batch, const tinysql::Batch& b,
+                           const eap::BatchInput& in, const eap::Graph& g, const eap::BatchScores& r, const model::Model& m,
+                           double seconds, int rank, int threads) {
+  io::UnitRecord u;
+  const auto& s = job.settings;
+  u.text_attrs = {{"cell_id", cell.id}, {"hf_model", cell.weights}, {"tokenizer", cell.tokenizer},
+                  {"feature", tinysql::feature_name(cell.prompts.feature)}, {"dtype", s.dtype}, {"device", s.device},
+                  {"downstream_heads", s.downstream_heads}, {"metric_pairing", s.metric_pairing},
+                  {"settings", cell.settings}, {"settings_hash", cell.hash}, {"program_version", TEAP_VERSION},
+                  {"seed", std::to_string(s.seed)}};
+  u.int_attrs = {{"model", cell.model}, {"commandset", cell.commandset}, {"batch_index", batch},
+                 {"use_novel_names", cell.prompts.use_novel_names}, {"use_synonyms_field", cell.prompts.use_synonyms_field},
+                 {"use_synonyms_table", cell.prompts.use_synonyms_table}, {"num_fields", s.num_fields},
+                 {"batch_size", s.batch_size}, {"n_batches", s.batches}, {"n_layers", m.config.n_layers},
+                 {"n_heads", m.config.n_heads}, {"rank", rank}, {"threads", threads}, {"group_size", s.group_size}};
+  u.real_attrs = {{"seconds", seconds}};
+  u.n_upstream = r.n_upstream;
+  u.n_downstream = r.n_downstream;
+  u.n_prompts = r.n_prompts;
+  u.n_positions = r.n_positions;
+  u.scores = r.scores;
+  u.valid = g.valid;
+  u.upstream = g.upstream;
+  u.downstream = g.downstream;
+  u.clean_ld = r.clean_ld;
+  u.corrupt_ld = r.corrupt_ld;
+  u.clean_correct = r.clean_correct;
+  u.clean_ids = in.clean_ids;
+  u.corrupt_ids = in.corrupt_ids;
+  u.clean_token = in.clean_answer;
+  u.corrupt_token = in.corrupt_answer;
+  u.answer_token = in.expected;
+  for (const auto& e : b.examples) {
+    u.clean_word.push_back(e.clean_word);
+    u.corrupt_word.push_back(e.corrupt_word);
+  }
+  return u;
+}
+
+// Prompts [lo, hi) of a batch: one group member's share.
+eap::BatchInput share_of(const eap::BatchInput& full, int lo, int hi) {
+  const int P = full.n_positions;
+  eap::BatchInput part;
+  part.n_prompts = hi - lo;
+  part.n_positions = P;
+  part.clean_ids.assign(full.clean_ids.begin() + int64_t(lo) * P, full.clean_ids.begin() + int64_t(hi) * P);
+  part.corrupt_ids.assign(full.corrupt_ids.begin() + int64_t(lo) * P, full.corrupt_ids.begin() + int64_t(hi) * P);
+  part.clean_answer.assign(full.clean_answer.begin() + lo, full.clean_answer.begin() + hi);
+  part.corrupt_answer.assign(full.corrupt_answer.begin() + lo, full.corrupt_answer.begin() + hi);
+  part.expected.assign(full.expected.begin() + lo, full.expected.begin() + hi);
+  return part;
+}
+
+}  // namespace
+
+UnitOutcome run_score_unit(const UnitEnv& env, Workspace& ws, const UnitRef& unit) {
+  const job::Job& job = env.job;
+  const dist::Group& group = env.group;
+  const auto& s = job.settings;
+  const job::Cell& cell = job.cells[unit.cell];
+  const auto t0 = std::chrono::steady_clock::now();
+  UnitOutcome outcome;
+  // Group members match their collectives even when one fails: `phase` counts the agreement
+  // sums done (1: at the scores' sum, 2: after scoring); a failing member joins the next one
+  // with a 1 unless a sum already told everyone the unit failed.
+  int phase = 0;
+  bool known_failed = false;
+  try {
+    ws.load(cell, s);
+    const model::Model& m = *ws.model;
+    const tinysql::Batch batch = tinysql::make_batch(*ws.tok, cell.prompts, s.seed, unit.batch, s.batch_size);
+    const eap::BatchInput full = batch_input(batch);
+    const int B = full.n_prompts;
+    const int lo = static_cast<int>(int64_t(B) * group.rank() / group.size());
+    const int hi = static_cast<int>(int64_t(B) * (group.rank() + 1) / group.size());
+    const eap::BatchInput part = share_of(full, lo, hi);
+    eap::GraphOptions go;
+    go.downstream_heads = eap::parse_downstream_heads(s.downstream_heads, job.path);
+    const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads, go);
+    eap::ScoreOptions so;
+    so.pairing = eap::parse_metric_pairing(s.metric_pairing, job.path);
+    if (group.size() > 1) {
+      so.weight = double(part.n_prompts) / B;
+      so.sum_scores = [&](void* data, size_t n, bool is_double, bool on_cuda) {
+        int64_t failed_members = 0;  // members that failed before this point say so here
+        group.sum(&failed_members, 1);
+        phase = 1;
+        known_failed = failed_members > 0;
+        if (known_failed) throw std::runtime_error("another rank of the group failed on this unit");
+        if (is_double) group.sum(static_cast<double*>(data), n, on_cuda);
+        else group.sum(static_cast<float*>(data), n, on_cuda);
+      };
+    }
+    if (part.n_prompts == 0) throw InputError("group of " + std::to_string(group.size()) + " ranks is larger than the batch");
+    eap::BatchScores r = eap::score_batch(m, g, part, so);
+    if (group.size() > 1) {
+      int64_t post_failed = 0;
+      group.sum(&post_failed, 1);
+      phase = 2;
+      known_failed = post_failed > 0;
+      if (known_failed) throw std::runtime_error("another rank of the group failed on this unit");
+    }
+    r.clean_ld = group.gather(r.clean_ld);
+    r.corrupt_ld = group.gather(r.corrupt_ld);
+    int64_t correct = r.clean_correct;
+    group.sum(&correct, 1);
+    r.clean_correct = static_cast<int>(correct);
+    r.n_prompts = B;
+    outcome.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (group.leader())
+      outcome.record = unit_record(job, cell, unit.batch, batch, full, g, r, m, outcome.seconds, env.rt.rank(), env.threads);
+  } catch (const InputError& e) {
+    outcome.error = UnitOutcome::Error::input;
+    outcome.message = e.what();
+  } catch (const std::exception& e) {
+    outcome.error = UnitOutcome::Error::failure;
+    outcome.message = e.what();
+  }
+  if (outcome.error != UnitOutcome::Error::none && group.size() > 1 && !known_failed && phase < 2) {
+    int64_t one = 1;
+    group.sum(&one, 1);
+  }
+  return outcome;
+}
+
+}  // namespace teap::runner
