@@ -94,6 +94,7 @@ Run add_inspect_command(CLI::App& app) {
   sub->add_option("--revision", a->revision, "revision in the Hugging Face cache");
   return [a] {
     const std::string path = model::resolve_model_path(a->model, a->revision);
+    model::check_model(path);  // what a run would refuse, inspect refuses
     const model::ModelConfig c = model::parse_config(path + "/config.json");
     const model::Checkpoint ck = model::Checkpoint::open(path);
     std::map<std::string, int64_t> by_dtype;

@@ -22,6 +22,7 @@
 #include "report/sankey.hpp"
 #include "report/summary.hpp"
 #include "runner/folder.hpp"
+#include "runner/plan.hpp"
 #include "runner/unit.hpp"
 #include "util/error.hpp"
 #include "util/files.hpp"
@@ -163,7 +164,12 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
     p.batch_size = c.integer_or("batch_size", 0);
     for (int b = 0; b < p.s.n_batches; ++b) {
       std::error_code ec;
-      if (fs::exists(runner::unit_path(out, p.s.id, b), ec)) {
+      const std::string unit = runner::unit_path(out, p.s.id, b);
+      const runner::UnitCheck check = runner::inspect_unit_file(unit, p.s.id, p.settings_hash, b);
+      if (check.state == runner::UnitState::damaged || check.state == runner::UnitState::foreign)
+        throw InputError(check.why + " (" + (check.state == runner::UnitState::damaged ? "damaged" : "foreign") +
+                         " unit file: run the job again, which moves it aside and recomputes it)");
+      if (check.state == runner::UnitState::published) {
         p.present.push_back(b);
       } else if (fs::exists(runner::failure_path(out, p.s.id, b), ec)) {
         p.failed.push_back(b);

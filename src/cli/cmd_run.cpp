@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -13,12 +14,22 @@
 #include "io/unit_file.hpp"
 #include "job/job.hpp"
 #include "runner/folder.hpp"
+#include "runner/plan.hpp"
 #include "runner/sweep.hpp"
 #include "util/error.hpp"
 #include "util/files.hpp"
 
 namespace teap::cli {
 namespace fs = std::filesystem;
+
+namespace {
+// This process's rank as mpirun or srun announce it, before MPI starts; -1 when not launched so.
+int launcher_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"})
+    if (const char* s = std::getenv(v)) return std::atoi(s);
+  return -1;
+}
+}  // namespace
 
 Run add_run_command(CLI::App& app) {
   struct Args {
@@ -43,8 +54,15 @@ Run add_run_command(CLI::App& app) {
       o.shard_index = k;
       o.shard_count = n;
     }
-    // The job is read before MPI starts, so that a bad file fails alike on every rank.
-    const job::Job job = job::load_job(a->job);
+    // The job is read before MPI starts, so that a bad file fails alike on every rank; rank 0
+    // alone says why.
+    job::Job job;
+    try {
+      job = job::load_job(a->job);
+    } catch (const InputError&) {
+      if (launcher_rank() > 0) throw ReportedElsewhere(2);
+      throw;
+    }
     dist::Runtime rt(nullptr, nullptr);
     o.dry_run = a->dry_run;
     const runner::RunSummary s = runner::run_sweep(job, rt, o);
@@ -58,6 +76,7 @@ Run add_run_command(CLI::App& app) {
                     static_cast<long long>(s.units_deferred));
       std::fflush(stdout);
     }
+    if ((s.interrupted || s.units_failed) && rt.rank() != 0) throw ReportedElsewhere(1);
     if (s.interrupted) throw std::runtime_error("stopped by a signal before the sweep was complete");
     if (s.units_failed) throw std::runtime_error(std::to_string(s.units_failed) + " unit(s) failed: see " + job.output + "/failed");
   };
@@ -75,16 +94,33 @@ Run add_status_command(CLI::App& app) {
     } catch (const nlohmann::json::exception& e) {
       fail_input(manifest_path, std::string("not a sweep manifest: ") + e.what());
     }
-    int64_t done = 0, missing = 0, failed = 0, total = 0, cells_done = 0;
+    if (!m.is_object() || !m.contains("cells") || !m["cells"].is_array())
+      fail_input(manifest_path, "not a sweep manifest (no 'cells' list)");
+    int64_t done = 0, missing = 0, failed = 0, damaged = 0, total = 0, cells_done = 0;
     double seconds = 0;
-    std::printf("%-48s %8s %8s %8s\n", "cell", "done", "failed", "missing");
-    for (const auto& c : m.value("cells", nlohmann::json::array())) {
-      const std::string id = c.value("id", "");
-      const int n = c.value("n_batches", 0);
-      int d = 0, f = 0;
+    std::vector<std::string> problems;
+    struct Row {
+      std::string id;
+      int64_t done, failed, damaged, missing;
+    };
+    std::vector<Row> rows;
+    for (size_t i = 0; i < m["cells"].size(); ++i) {
+      const nlohmann::json& c = m["cells"][i];
+      const std::string where = manifest_path + ": cells[" + std::to_string(i) + "]";
+      if (!c.is_object() || !c.contains("id") || !c["id"].is_string() || !c.contains("n_batches") ||
+          !c["n_batches"].is_number_integer())
+        fail_input(where, "not a cell (needs a string 'id' and an integer 'n_batches')");
+      const std::string id = c["id"].get<std::string>();
+      const int64_t n = c["n_batches"].get<int64_t>();
+      if (id.empty() || id.find('/') != std::string::npos || id[0] == '.') fail_input(where + ".id", "'" + id + "' is not a cell id");
+      if (n < 1 || n > job::kMaxBatches)
+        fail_input(where + ".n_batches", std::to_string(n) + " is not a batch count (1.." + std::to_string(job::kMaxBatches) + ")");
+      const std::string hash = c.value("settings_hash", "");
+      int64_t d = 0, f = 0, bad = 0;
       for (int b = 0; b < n; ++b) {
         const std::string unit = runner::unit_path(*out, id, b);
-        if (fs::exists(unit)) {
+        const runner::UnitCheck check = runner::inspect_unit_file(unit, id, hash, b);
+        if (check.state == runner::UnitState::published) {
           ++d;
           try {
             const auto u = io::read_unit(unit);
@@ -92,21 +128,36 @@ Run add_status_command(CLI::App& app) {
           } catch (const InputError& e) {
             std::fprintf(stderr, "warning: %s\n", e.what());
           }
+        } else if (check.state != runner::UnitState::missing) {
+          ++bad;
+          problems.push_back(std::string(check.state == runner::UnitState::damaged ? "damaged: " : "foreign: ") + check.why);
         } else if (fs::exists(runner::failure_path(*out, id, b))) {
           ++f;
         }
       }
-      std::printf("%-48s %8d %8d %8d\n", id.c_str(), d, f, n - d - f);
+      rows.push_back({id, d, f, bad, n - d - f - bad});
       done += d;
       failed += f;
-      missing += n - d - f;
+      damaged += bad;
+      missing += n - d - f - bad;
       total += n;
       cells_done += d == n;
     }
-    std::printf("units: %lld done, %lld failed, %lld missing, of %lld; cells complete: %lld of %zu; compute time %.1f s\n",
-                static_cast<long long>(done), static_cast<long long>(failed), static_cast<long long>(missing),
-                static_cast<long long>(total), static_cast<long long>(cells_done), m.value("cells", nlohmann::json::array()).size(),
-                seconds);
+    // The damaged column appears when there is something to show in it.
+    if (damaged) std::printf("%-48s %8s %8s %8s %8s\n", "cell", "done", "failed", "missing", "damaged");
+    else std::printf("%-48s %8s %8s %8s\n", "cell", "done", "failed", "missing");
+    for (const Row& r : rows) {
+      std::printf("%-48s %8lld %8lld %8lld", r.id.c_str(), static_cast<long long>(r.done), static_cast<long long>(r.failed),
+                  static_cast<long long>(r.missing));
+      if (damaged) std::printf(" %8lld", static_cast<long long>(r.damaged));
+      std::printf("\n");
+    }
+    for (const auto& p : problems) std::printf("%s\n", p.c_str());
+    const std::string bad =
+        damaged ? ", " + std::to_string(damaged) + " damaged or foreign (run the job again to recompute them)" : "";
+    std::printf("units: %lld done, %lld failed%s, %lld missing, of %lld; cells complete: %lld of %zu; compute time %.1f s\n",
+                static_cast<long long>(done), static_cast<long long>(failed), bad.c_str(), static_cast<long long>(missing), static_cast<long long>(total), static_cast<long long>(cells_done),
+                m["cells"].size(), seconds);
   };
 }
 

@@ -70,6 +70,8 @@ int main(int argc, char** argv) {
     for (auto* sub : app.get_subcommands()) runs.at(sub)();
     std::fflush(stdout);
     return 0;
+  } catch (const teap::ReportedElsewhere& e) {
+    return e.code;
   } catch (const teap::InputError& e) {
     std::fprintf(stderr, "tinysql-eap: error: %s\n", e.what());
     return 2;

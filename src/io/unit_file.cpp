@@ -5,6 +5,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <numeric>
 #include <stdexcept>
 
 #include "util/error.hpp"
@@ -264,6 +266,61 @@ UnitRecord read_unit(const std::string& path) {
   u.clean_word = r.strings("clean_word", B);
   u.corrupt_word = r.strings("corrupt_word", B);
   return u;
+}
+
+UnitHeader read_unit_header(const std::string& path) {
+  quiet_hdf5();
+  if (!std::filesystem::exists(path)) fail_input(path, "no such file");
+  if (H5Fis_hdf5(path.c_str()) <= 0) fail_input(path, "not an HDF5 file (truncated or foreign)");
+  Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (file < 0) fail_input(path, "cannot open as HDF5 (truncated?)");
+  UnitRecord attrs;
+  hsize_t idx = 0;
+  H5Aiterate2(file, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attr, &attrs);
+  if (attrs.text_attrs["format"] != kUnitFormat)
+    fail_input(path, "not a tinysql-eap unit file (format attribute '" + attrs.text_attrs["format"] + "')");
+  const Reader r{file, path};
+  auto int_attr = [&](const char* k) {
+    auto it = attrs.int_attrs.find(k);
+    if (it == attrs.int_attrs.end()) r.bad(std::string("attribute '") + k + "' is missing");
+    return it->second;
+  };
+  const hsize_t B = static_cast<hsize_t>(int_attr("n_prompts")), P = static_cast<hsize_t>(int_attr("n_positions"));
+  hsize_t U = 0, D = 0;
+  // Every dataset with the size the others imply: a file cut short or written by a killed
+  // writer under its final name fails here, before anyone trusts it.
+  auto expect = [&](const char* name, std::vector<hsize_t> want) {
+    Id ds(H5Dopen2(file, name, H5P_DEFAULT), H5Dclose);
+    if (ds < 0) r.bad(std::string("dataset '") + name + "' is missing or unreadable");
+    const auto got = r.dims(ds);
+    const hsize_t n = std::accumulate(want.begin(), want.end(), hsize_t{1}, std::multiplies<>());
+    if (std::accumulate(got.begin(), got.end(), hsize_t{1}, std::multiplies<>()) != n || (n > 0 && got != want))
+      r.bad(std::string("dataset '") + name + "' has the wrong shape");
+    if (n > 0 && H5Dget_storage_size(ds) == 0)
+      r.bad(std::string("dataset '") + name + "' holds no data");
+  };
+  {
+    Id ds(H5Dopen2(file, "scores", H5P_DEFAULT), H5Dclose);
+    if (ds < 0) r.bad("dataset 'scores' is missing or unreadable");
+    const auto d = r.dims(ds);
+    if (d.size() != 2) r.bad("dataset 'scores' is not two-dimensional");
+    U = d[0];
+    D = d[1];
+  }
+  expect("scores", {U, D});
+  expect("valid", {U, D});
+  expect("upstream", {U});
+  expect("downstream", {D});
+  for (const char* n : {"clean_logit_diff", "corrupt_logit_diff", "clean_token_id", "corrupt_token_id", "answer_token_id",
+                        "clean_word", "corrupt_word"})
+    expect(n, {B});
+  expect("clean_input_ids", {B, P});
+  expect("corrupt_input_ids", {B, P});
+  UnitHeader h;
+  h.cell_id = attrs.text_attrs["cell_id"];
+  h.settings_hash = attrs.text_attrs["settings_hash"];
+  h.batch_index = int_attr("batch_index");
+  return h;
 }
 
 }  // namespace teap::io

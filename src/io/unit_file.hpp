@@ -34,6 +34,17 @@ void write_unit(const std::string& path, const UnitRecord& unit);
 // Reads a unit file; a missing, truncated or foreign file is an InputError naming it.
 UnitRecord read_unit(const std::string& path);
 
+// A unit file's identity, read without its data.
+struct UnitHeader {
+  std::string cell_id, settings_hash;
+  int64_t batch_index = -1;
+};
+
+// Opens a unit file, checks its format tag and that every dataset is there with a consistent
+// shape, and returns its identity; no data is read, so a resume can check every file of a sweep.
+// A file that is truncated, foreign to this program or incomplete is an InputError naming it.
+UnitHeader read_unit_header(const std::string& path);
+
 // The format tag written into every unit file.
 inline constexpr const char* kUnitFormat = "tinysql-eap unit v1";
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -97,6 +98,12 @@ std::string key_on_line(const std::string& text, int line) {
   return "";
 }
 
+bool valid_device_name(const std::string& d) {
+  if (d == "cpu" || d == "cuda") return true;
+  if (d.rfind("cuda:", 0) != 0 || d.size() == 5 || d.size() > 9) return false;
+  return std::all_of(d.begin() + 5, d.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
 std::string resolve(const std::string& base_dir, const std::string& p) {
   // A repository id (org/name that is not an existing path) stays as it is.
   if (p.empty() || fs::path(p).is_absolute()) return p;
@@ -156,34 +163,35 @@ Job load_job(const std::string& path) {
   const toml::table& st = table("settings");
   ctx.only_keys(st, "settings", {"num_fields", "batch_size", "batches", "top_n", "seed", "dtype", "device", "threads",
                                  "downstream_heads", "metric_pairing", "group_size", "model_variant"});
-  s.num_fields = ctx.get(st, "settings", "num_fields", s.num_fields);
-  s.batch_size = ctx.get(st, "settings", "batch_size", s.batch_size);
-  s.batches = ctx.get(st, "settings", "batches", s.batches);
-  s.top_n = ctx.get(st, "settings", "top_n", s.top_n);
-  const int64_t seed = ctx.get<int64_t>(st, "settings", "seed", 0);
+  // Integers are read whole and bounded before they are narrowed: 9223372036854775807 is "too
+  // large", not a wrapped "must be at least 1".
+  auto bounded = [&](const char* key, int64_t fallback, int64_t lo, int64_t hi, const std::string& why_hi) {
+    const int64_t v = ctx.get<int64_t>(st, "settings", key, fallback);
+    if (v < lo) ctx.fail(st.get(key), std::string("settings.") + key, "must be at least " + std::to_string(lo));
+    if (v > hi) ctx.fail(st.get(key), std::string("settings.") + key, std::to_string(v) + " is too large: at most " + std::to_string(hi) + why_hi);
+    return v;
+  };
+  s.num_fields = static_cast<int>(bounded("num_fields", s.num_fields, 1, 19, " (the largest TinySQL table)"));
+  s.batch_size = static_cast<int>(bounded("batch_size", s.batch_size, 1, kMaxBatchSize, ""));
+  s.batches = static_cast<int>(bounded("batches", s.batches, 1, kMaxBatches, " (unit files are numbered b00000..b99999)"));
+  s.top_n = static_cast<int>(bounded("top_n", s.top_n, 1, 1000000000, ""));
+  const int64_t seed = bounded("seed", 0, 0, std::numeric_limits<int64_t>::max(), "");
   s.dtype = ctx.get(st, "settings", "dtype", s.dtype);
   s.device = ctx.get(st, "settings", "device", s.device);
-  s.threads = ctx.get(st, "settings", "threads", s.threads);
+  s.threads = static_cast<int>(bounded("threads", s.threads, 0, kMaxThreads, " (and at most the machine's cores, checked when the job runs)"));
   s.downstream_heads = ctx.get(st, "settings", "downstream_heads", s.downstream_heads);
   s.metric_pairing = ctx.get(st, "settings", "metric_pairing", s.metric_pairing);
-  s.group_size = ctx.get(st, "settings", "group_size", s.group_size);
+  s.group_size = static_cast<int>(bounded("group_size", s.group_size, 1, 65536, ""));
   s.model_variant = ctx.get(st, "settings", "model_variant", s.model_variant);
   auto check = [&](bool ok, const char* key, const std::string& what) {
     if (!ok) ctx.fail(st.get(key), std::string("settings.") + key, what);
   };
-  check(s.num_fields >= 1 && s.num_fields <= 19, "num_fields", "must be 1 to 19");
-  check(s.batch_size >= 1, "batch_size", "must be at least 1");
-  check(s.batches >= 1, "batches", "must be at least 1");
-  check(s.top_n >= 1, "top_n", "must be at least 1");
-  check(seed >= 0, "seed", "must not be negative");
   s.seed = static_cast<uint64_t>(seed);
   check(s.dtype == "float32" || s.dtype == "bfloat16", "dtype", "'" + s.dtype + "' is not float32 or bfloat16");
-  check(s.device == "cpu" || s.device == "cuda" || s.device.rfind("cuda:", 0) == 0, "device", "'" + s.device + "' is not cpu, cuda or cuda:N");
-  check(s.threads >= 0, "threads", "must not be negative");
+  check(valid_device_name(s.device), "device", "'" + s.device + "' is not cpu, cuda or cuda:N (N = 0, 1, ...)");
   check(s.downstream_heads == "qkv" || s.downstream_heads == "none", "downstream_heads", "'" + s.downstream_heads + "' is not qkv or none");
   check(s.metric_pairing == "own" || s.metric_pairing == "batch_broadcast", "metric_pairing",
         "'" + s.metric_pairing + "' is not own or batch_broadcast");
-  check(s.group_size >= 1, "group_size", "must be at least 1");
   check(s.model_variant == "auto" || s.model_variant == "plain" || s.model_variant == "synonym", "model_variant",
         "'" + s.model_variant + "' is not auto, plain or synonym");
 
@@ -195,6 +203,22 @@ Job load_job(const std::string& path) {
   const auto novel = ctx.list<bool>(grid, "grid", "use_novel_names", {false});
   const auto synf = ctx.list<bool>(grid, "grid", "use_synonyms_field", {false});
   const auto synt = ctx.list<bool>(grid, "grid", "use_synonyms_table", {false});
+  // A value listed twice would run every one of its units twice.
+  auto unique = [&](const auto& values, const char* key) {
+    for (size_t i = 0; i < values.size(); ++i)
+      for (size_t j = 0; j < i; ++j)
+        if (values[i] == values[j]) {
+          std::ostringstream os;
+          os << std::boolalpha << values[i];
+          ctx.fail(grid.get(key), std::string("grid.") + key, os.str() + " is listed twice");
+        }
+  };
+  unique(models, "models");
+  unique(commandsets, "commandsets");
+  unique(features, "features");
+  unique(novel, "use_novel_names");
+  unique(synf, "use_synonyms_field");
+  unique(synt, "use_synonyms_table");
   for (int m : models)
     if (m < 1 || m > 3) ctx.fail(grid.get("models"), "grid.models", std::to_string(m) + " is not a model number (1, 2, 3)");
   for (int c : commandsets)
@@ -301,6 +325,10 @@ Job load_job(const std::string& path) {
             }
   }
   if (job.cells.empty()) ctx.fail(root.get("grid"), "grid", "every cell is excluded: the grid is empty");
+  if (int64_t(job.cells.size()) * s.batches > kMaxUnits)
+    ctx.fail(st.get("batches"), "settings.batches",
+             std::to_string(job.cells.size()) + " cells x " + std::to_string(s.batches) + " batches is more than " +
+                 std::to_string(kMaxUnits) + " work units: split the grid into several jobs");
   return job;
 }
 

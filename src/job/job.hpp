@@ -12,6 +12,14 @@
 
 namespace teap::job {
 
+// Upper bounds of the settings that size work: the unit files are numbered with five digits, a
+// batch beyond kMaxBatchSize prompts is refused before its memory is estimated, and a thread
+// count beyond kMaxThreads is a typo on any machine.
+inline constexpr int64_t kMaxBatches = 99999 + 1;
+inline constexpr int64_t kMaxBatchSize = 100000;
+inline constexpr int64_t kMaxThreads = 4096;
+inline constexpr int64_t kMaxUnits = 10000000;  // cells x batches a manifest may list
+
 struct Settings {
   int num_fields = 2;
   int batch_size = 30;

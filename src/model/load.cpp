@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <set>
 
 #include "model/hf_cache.hpp"
 #include "model/model.hpp"
@@ -51,17 +52,71 @@ c10::ScalarType parse_dtype(const std::string& s) {
 }
 
 c10::Device parse_device(const std::string& s) {
+  c10::Device d = c10::kCPU;
   try {
-    c10::Device d(s);
-    if (d.is_cuda() && !at::hasCUDA()) throw InputError("device '" + s + "': this LibTorch build or machine has no CUDA");
-    if (!d.is_cpu() && !d.is_cuda()) throw InputError("device '" + s + "' is not supported (cpu, cuda, cuda:N)");
-    return d;
+    d = c10::Device(s);
   } catch (const c10::Error&) {
     throw InputError("device '" + s + "' is not a device name (cpu, cuda, cuda:N)");
   }
+  if (!d.is_cpu() && !d.is_cuda()) throw InputError("device '" + s + "' is not supported (cpu, cuda, cuda:N)");
+  if (d.is_cuda() && !at::hasCUDA()) throw InputError("device '" + s + "': this LibTorch build or machine has no CUDA");
+  if (d.is_cuda() && d.has_index() && (d.index() < 0 || d.index() >= at::detail::getCUDAHooks().getNumGPUs()))
+    throw InputError("device '" + s + "': this machine has " + std::to_string(at::detail::getCUDAHooks().getNumGPUs()) +
+                     " CUDA device(s)");
+  return d;
+}
+
+// Tensors a checkpoint may hold that the forward pass does not need: GPT-Neo's causal-mask
+// buffers and the rotary frequencies some Llama exports save (recomputed from the config).
+bool ignorable_tensor(const ModelConfig& c, const std::string& name) {
+  auto ends_with = [&](const char* tail) {
+    const size_t n = std::strlen(tail);
+    return name.size() >= n && name.compare(name.size() - n, n, tail) == 0;
+  };
+  if (c.family == Family::GptNeo) return ends_with(".attn.attention.bias") || ends_with(".attn.attention.masked_bias");
+  return ends_with(".rotary_emb.inv_freq");
+}
+
+// Every parameter the family needs is there with the config's shape and a float dtype, and
+// nothing else is: a tensor the family would not read (a qwen2 checkpoint's q/k/v biases under a
+// llama config) means the config does not describe these weights.
+void check_tensors(const Checkpoint& ckpt, Model& m) {
+  std::set<std::string> known;
+  for (const NamedParam& p : parameter_table(m)) {
+    known.insert(p.name);
+    const TensorView* v = ckpt.find(p.name);
+    if (!v) {
+      if (p.optional) continue;
+      ckpt.get(p.name);  // the missing-tensor error
+    }
+    if (v->shape != p.shape)
+      fail_input(v->file, "tensor '" + p.name + "' has shape " + shape_string(v->shape) + ", the config implies " +
+                              shape_string(p.shape));
+    torch_type(v->dtype, *v);
+  }
+  for (const std::string& name : ckpt.names())
+    if (!known.count(name) && !ignorable_tensor(m.config, name))
+      fail_input(ckpt.find(name)->file, "tensor '" + name + "' is not a parameter of a " + family_name(m.config.family) +
+                                           " model as config.json describes it (is model_type right?)");
 }
 
 }  // namespace
+
+void check_device(const std::string& device) { parse_device(device); }
+
+CheckpointInfo check_model(const std::string& name_or_path, const std::string& revision) {
+  Model m;
+  m.path = resolve_model_path(name_or_path, revision);
+  m.config = parse_config(m.path + "/config.json");
+  const Checkpoint ckpt = Checkpoint::open(m.path);
+  check_tensors(ckpt, m);
+  CheckpointInfo info;
+  info.path = m.path;
+  info.config = m.config;
+  info.bytes = ckpt.total_bytes();
+  for (const std::string& name : ckpt.names()) info.parameters += numel(*ckpt.find(name));
+  return info;
+}
 
 // Llama-3's rescaling of the rotary frequencies (long wavelengths slowed by `factor`, a smooth
 // blend between the low and high frequency bounds), as in Hugging Face's _compute_llama3_parameters.
@@ -157,6 +212,7 @@ Model load_model(const std::string& name_or_path, const LoadOptions& options, co
   if (c.rope_scaling && c.rope_scaling->type != "llama3" && c.rope_scaling->type != "default")
     fail_input(m.path + "/config.json", "rope_scaling type '" + c.rope_scaling->type + "' is not supported (llama3)");
   const Checkpoint ckpt = Checkpoint::open(m.path);
+  check_tensors(ckpt, m);
   const Loader L{ckpt, m};
   for (const NamedParam& p : parameter_table(m)) *p.slot = p.optional ? L.maybe(p.name, p.shape) : L.take(p.name, p.shape);
   Weights& w = m.weights;

@@ -32,6 +32,20 @@ struct LoadOptions {
 Model load_model(const std::string& name_or_path, const LoadOptions& options = {},
                  const std::string& revision = "");
 
+// What a run needs to know of a checkpoint before it starts, read without its weights: the config,
+// and that every parameter is there with the shape the config implies and a float dtype, and no
+// tensor the family would not use. Any fault is an InputError naming the file and tensor.
+struct CheckpointInfo {
+  std::string path;  // the resolved folder
+  ModelConfig config;
+  size_t bytes = 0;       // of all tensors' data, as stored
+  int64_t parameters = 0;  // elements of all tensors
+};
+CheckpointInfo check_model(const std::string& name_or_path, const std::string& revision = "");
+
+// An InputError unless `device` ("cpu", "cuda", "cuda:N") exists on this machine.
+void check_device(const std::string& device);
+
 // What one layer's forward pass leaves for attribution. Tensors marked (grad) have had
 // retain_grad() called when the record asks for gradients: after a backward pass their .grad()
 // is the gradient of the loss at that point.

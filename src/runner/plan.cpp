@@ -2,7 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <stdexcept>
+
+#include "io/unit_file.hpp"
 
 #include "runner/folder.hpp"
 #include "util/error.hpp"
@@ -19,17 +22,48 @@ int FolderScan::done_in_cell(int kind, int cell) const {
 }
 
 FolderScan scan_folder(const std::string& out, const job::Job& job, const std::vector<UnitKind>& kinds,
-                       const std::function<bool(const std::string&)>& exists) {
+                       const Inspect& inspect) {
   FolderScan scan;
   scan.n_batches = job.settings.batches;
-  for (const auto& k : kinds) {
-    std::vector<bool> published(job.cells.size() * static_cast<size_t>(scan.n_batches));
-    for (size_t c = 0; c < job.cells.size(); ++c)
-      for (int b = 0; b < scan.n_batches; ++b)
-        published[c * scan.n_batches + b] = exists(kind_unit_path(out, k.folder, job.cells[c].id, b));
-    scan.published.push_back(std::move(published));
+  for (int k = 0; k < static_cast<int>(kinds.size()); ++k) {
+    std::vector<UnitState> state(job.cells.size() * static_cast<size_t>(scan.n_batches));
+    for (size_t c = 0; c < job.cells.size(); ++c) {
+      for (int b = 0; b < scan.n_batches; ++b) {
+        const std::string path = kind_unit_path(out, kinds[k].folder, job.cells[c].id, b);
+        UnitCheck check = inspect(path, job.cells[c], b);
+        state[c * scan.n_batches + b] = check.state;
+        if (check.state == UnitState::damaged || check.state == UnitState::foreign)
+          scan.problems.push_back(UnitProblem{UnitRef{k, static_cast<int32_t>(c), b}, path, std::move(check)});
+      }
+    }
+    scan.state.push_back(std::move(state));
   }
   return scan;
+}
+
+UnitCheck inspect_unit_file(const std::string& path, const std::string& cell_id, const std::string& settings_hash,
+                            int batch) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return {};
+  io::UnitHeader h;
+  try {
+    h = io::read_unit_header(path);
+  } catch (const InputError& e) {
+    return UnitCheck{UnitState::damaged, e.what()};
+  }
+  if (h.cell_id != cell_id)
+    return UnitCheck{UnitState::foreign, path + ": holds cell " + h.cell_id + ", not " + cell_id};
+  if (h.batch_index != batch)
+    return UnitCheck{UnitState::foreign,
+                     path + ": holds batch " + std::to_string(h.batch_index) + ", not " + std::to_string(batch)};
+  if (!settings_hash.empty() && h.settings_hash != settings_hash)  // a manifest older than the hash cannot tell
+    return UnitCheck{UnitState::foreign, path + ": settings_hash " + h.settings_hash + " is not the sweep's " +
+                                             settings_hash + " (a unit of another job)"};
+  return UnitCheck{UnitState::published, ""};
+}
+
+UnitCheck inspect_unit_file(const std::string& path, const job::Cell& cell, int batch) {
+  return inspect_unit_file(path, cell.id, cell.hash, batch);
 }
 
 Plan make_plan(const job::Job& job, const std::vector<UnitKind>& kinds, const FolderScan& scan, const Shard& shard) {

@@ -30,17 +30,44 @@ struct UnitRef {
   bool operator==(const UnitRef& o) const { return kind == o.kind && cell == o.cell && batch == o.batch; }
 };
 
-// Which unit files exist: `published[k][c * n_batches + b]`.
+// What the folder holds for one unit. Only a `published` unit is done: a damaged file (cut short,
+// not a unit file) or a foreign one (another job's settings hash, cell or batch) is redone.
+enum class UnitState : uint8_t { missing, published, damaged, foreign };
+
+struct UnitCheck {
+  UnitState state = UnitState::missing;
+  std::string why;  // for damaged and foreign: what is wrong
+};
+
+// A unit file that is there but cannot be trusted.
+struct UnitProblem {
+  UnitRef unit;
+  std::string path;
+  UnitCheck check;
+};
+
+// What the folder holds: `state[k][c * n_batches + b]`.
 struct FolderScan {
   int n_batches = 0;
-  std::vector<std::vector<bool>> published;
-  bool done(const UnitRef& u) const { return published[u.kind][static_cast<size_t>(u.cell) * n_batches + u.batch]; }
+  std::vector<std::vector<UnitState>> state;
+  std::vector<UnitProblem> problems;  // damaged and foreign files, in scan order
+  bool done(const UnitRef& u) const {
+    return state[u.kind][static_cast<size_t>(u.cell) * n_batches + u.batch] == UnitState::published;
+  }
   int done_in_cell(int kind, int cell) const;
 };
 
-// `exists(path)` is the filesystem test (tests give a fake folder).
+// `inspect(path, cell, batch)` says what the file at `path` is (tests give a fake folder;
+// `inspect_unit_file` reads the real one).
+using Inspect = std::function<UnitCheck(const std::string& path, const job::Cell& cell, int batch)>;
 FolderScan scan_folder(const std::string& out, const job::Job& job, const std::vector<UnitKind>& kinds,
-                       const std::function<bool(const std::string&)>& exists);
+                       const Inspect& inspect);
+
+// The real inspection: missing, or the header of the unit file checked against the cell's id,
+// settings hash and the batch index (io::read_unit_header).
+UnitCheck inspect_unit_file(const std::string& path, const job::Cell& cell, int batch);
+UnitCheck inspect_unit_file(const std::string& path, const std::string& cell_id, const std::string& settings_hash,
+                            int batch);
 
 struct Shard {
   int index = 0, count = 1;

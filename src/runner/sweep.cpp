@@ -16,10 +16,10 @@
 #include <thread>
 
 #include "dist/dist.hpp"
-#include "model/hf_cache.hpp"
 #include "runner/folder.hpp"
 #include "runner/manifest.hpp"
 #include "runner/plan.hpp"
+#include "runner/preflight.hpp"
 #include "runner/progress.hpp"
 #include "runner/run_unit.hpp"
 #include "util/error.hpp"
@@ -40,50 +40,52 @@ Shard shard_of(const RunOptions& o) {
   return Shard{o.shard_index, o.shard_count};
 }
 
-// Every model and tokenizer of the job can be found (a dry run lists the missing ones instead).
-void check_models(const job::Job& job, bool dry_run) {
-  std::set<std::string> checked;
-  for (const auto& c : job.cells)
-    for (const auto& [name, origin] : {std::pair{c.weights, c.weights_origin}, std::pair{c.tokenizer, c.tokenizer_origin}})
-      if (checked.insert(name).second) {
-        try {
-          model::resolve_model_path(name);
-        } catch (const InputError& e) {
-          if (!dry_run) throw InputError(origin + ": " + e.what());
-          std::printf("missing model: %s\n", e.what());
-        }
-      }
+// Before any work (dry or not): every problem of the job against this machine, one line each.
+void check_before_work(const job::Job& job, const dist::Runtime& rt) {
+  const PreflightContext context{rt.local_size(), threads_per_rank(job.settings.threads, rt.local_size())};
+  const std::vector<std::string> problems = preflight(job, context);
+  if (problems.empty()) return;
+  for (size_t i = 0; i + 1 < problems.size(); ++i) std::fprintf(stderr, "tinysql-eap: error: %s\n", problems[i].c_str());
+  throw InputError(problems.back() + (problems.size() > 1 ? " (" + std::to_string(problems.size()) + " problems: nothing was run)" : ""));
 }
 
 void print_dry_run_cells(const job::Job& job, const FolderScan& scan) {
   for (size_t c = 0; c < job.cells.size(); ++c)
     std::printf("%-48s %d/%d batches done\n", job.cells[c].id.c_str(), scan.done_in_cell(0, static_cast<int>(c)),
                 scan.n_batches);
+  for (const auto& p : scan.problems)
+    std::printf("%s unit file, to be moved aside and recomputed: %s\n",
+                p.check.state == UnitState::damaged ? "damaged" : "foreign", p.check.why.c_str());
 }
 
 // Rank 0's part of planning: check the job against the machine and the folder, plan, and (unless
 // dry) prepare the folder. Throws on bad input or failure.
-Plan plan_on_rank0(const job::Job& job, const dist::Runtime& rt, const RunOptions& options, const Shard& shard) {
+Plan plan_on_rank0(const job::Job& job, const dist::Runtime& rt, const RunOptions& options, const Shard& shard,
+                   std::optional<FolderLock>& lock) {
   if (rt.size() % job.settings.group_size != 0)
     throw InputError(job.path + ": settings.group_size " + std::to_string(job.settings.group_size) +
                      " does not divide the " + std::to_string(rt.size()) + " ranks");
-  check_models(job, options.dry_run);
+  check_before_work(job, rt);
+  if (!options.dry_run) lock.emplace(lock_folder(job, shard));
   const nlohmann::json manifest = merge_manifest(job.output + "/sweep.json", manifest_of(job));
   const std::vector<UnitKind> kinds = unit_kinds(job);
-  const FolderScan scan = scan_folder(job.output, job, kinds, [](const std::string& p) { return fs::exists(p); });
+  const FolderScan scan = scan_folder(
+      job.output, job, kinds, [](const std::string& p, const job::Cell& c, int b) { return inspect_unit_file(p, c, b); });
   Plan plan = make_plan(job, kinds, scan, shard);
   if (options.dry_run) print_dry_run_cells(job, scan);
-  else prepare_folder(job, manifest, plan, shard);
+  else prepare_folder(job, manifest, scan, plan, shard);
   return plan;
 }
 
-// Every rank gets rank 0's plan, or its error with the error's kind, so all fail alike or work alike.
-Plan agree_on_plan(const job::Job& job, const dist::Runtime& rt, const RunOptions& options, const Shard& shard) {
+// Every rank gets rank 0's plan, or its error with the error's kind, so all fail alike or work alike
+// (and only rank 0 says why).
+Plan agree_on_plan(const job::Job& job, const dist::Runtime& rt, const RunOptions& options, const Shard& shard,
+                   std::optional<FolderLock>& lock) {
   std::string message;
   if (rt.rank() == 0) {
     PlanOutcome o;
     try {
-      o.plan = plan_on_rank0(job, rt, options, shard);
+      o.plan = plan_on_rank0(job, rt, options, shard, lock);
     } catch (const InputError& e) {
       o = PlanOutcome{PlanOutcome::Error::input, e.what(), {}};
     } catch (const std::exception& e) {
@@ -93,6 +95,8 @@ Plan agree_on_plan(const job::Job& job, const dist::Runtime& rt, const RunOption
   }
   rt.broadcast(message);
   const PlanOutcome o = decode_outcome(message);
+  if (rt.rank() != 0 && o.error != PlanOutcome::Error::none)
+    throw ReportedElsewhere(o.error == PlanOutcome::Error::input ? 2 : 1);
   o.rethrow();
   return o.plan;
 }
@@ -168,7 +172,8 @@ int threads_per_rank(int job_threads, int ranks_on_node) {
 
 RunSummary run_sweep(const job::Job& job, const dist::Runtime& rt, const RunOptions& options) {
   const Shard shard = shard_of(options);
-  const Plan plan = agree_on_plan(job, rt, options, shard);
+  std::optional<FolderLock> lock;  // rank 0's, for the whole run
+  const Plan plan = agree_on_plan(job, rt, options, shard, lock);
   RunSummary summary;
   summary.units_total = plan.total;
   summary.units_done_before = plan.done_before;

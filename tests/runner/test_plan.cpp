@@ -6,6 +6,7 @@
 #include <fstream>
 #include <set>
 
+#include "io/unit_file.hpp"
 #include "runner/folder.hpp"
 #include "runner/manifest.hpp"
 #include "runner/plan.hpp"
@@ -37,7 +38,9 @@ job::Job make_job(int cells, int batches, const std::string& out = "/sweep") {
 std::vector<UnitKind> score_then_check() { return {UnitKind{"score", "units", -1}, UnitKind{"check", "checks", 0}}; }
 
 FolderScan fake_scan(const job::Job& job, const std::vector<UnitKind>& kinds, const std::set<std::string>& files) {
-  return scan_folder(job.output, job, kinds, [&](const std::string& p) { return files.count(p) > 0; });
+  return scan_folder(job.output, job, kinds, [&](const std::string& p, const job::Cell&, int) {
+    return UnitCheck{files.count(p) ? UnitState::published : UnitState::missing, ""};
+  });
 }
 
 std::vector<UnitRef> units_of(const Plan& plan) {
@@ -172,6 +175,8 @@ TEST(Plan, MessageRoundTripKeepsPlanAndErrorKind) {
   EXPECT_THROW(decode_outcome("not msgpack"), std::runtime_error);
 }
 
+UnitCheck real_folder(const std::string& p, const job::Cell& c, int b) { return inspect_unit_file(p, c, b); }
+
 struct TempDir {
   fs::path path = fs::temp_directory_path() / ("teap-plan-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
                                                "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -184,18 +189,40 @@ void touch(const std::string& p) {
   std::ofstream(p) << "x";
 }
 
+// A complete unit file of `cell` (one prompt, a 2 x 3 graph) as the runner would publish it.
+void write_unit_file(const std::string& path, const job::Cell& cell, int batch) {
+  io::UnitRecord u;
+  u.text_attrs = {{"cell_id", cell.id}, {"settings_hash", cell.hash}};
+  u.int_attrs = {{"batch_index", batch}};
+  u.n_upstream = 2;
+  u.n_downstream = 3;
+  u.n_prompts = 1;
+  u.n_positions = 4;
+  u.scores.assign(6, 0.5f);
+  u.valid.assign(6, 1);
+  u.upstream = {"head.0.0", "mlp.0"};
+  u.downstream = {"head.1.0.q", "mlp.1", "logits"};
+  u.clean_ld = {1.0};
+  u.corrupt_ld = {0.5};
+  u.clean_ids = u.corrupt_ids = {1, 2, 3, 4};
+  u.clean_token = u.corrupt_token = u.answer_token = {7};
+  u.clean_word = u.corrupt_word = {"w"};
+  fs::create_directories(fs::path(path).parent_path());
+  io::write_unit(path, u);
+}
+
 TEST(Folder, PrepareWritesManifestAndRemovesLeftovers) {
   TempDir dir;
   const std::string out = (dir.path / "out").string();
   const job::Job job = make_job(2, 2, out);
   const auto kinds = unit_kinds(job);
-  touch(unit_path(out, "BM1.CS1.cell0", 0));
+  write_unit_file(unit_path(out, "BM1.CS1.cell0", 0), job.cells[0], 0);
   touch(out + "/units/BM1.CS1.cell0/b00001.h5.tmp.1234");  // a killed writer's
   touch(failure_path(out, "BM1.CS1.cell1", 1));            // about to be redone
-  const FolderScan scan = scan_folder(out, job, kinds, [](const std::string& p) { return fs::exists(p); });
+  const FolderScan scan = scan_folder(out, job, kinds, real_folder);
   const Plan plan = make_plan(job, kinds, scan, Shard{});
   EXPECT_EQ(plan.done_before, 1);
-  prepare_folder(job, manifest_of(job), plan, Shard{});
+  prepare_folder(job, manifest_of(job), scan, plan, Shard{});
   EXPECT_TRUE(fs::exists(out + "/sweep.json"));
   EXPECT_EQ(read_file(out + "/job.toml"), job.text);
   for (const char* sub : {"units", "failed", "logs", "cells"}) EXPECT_TRUE(fs::is_directory(out + "/" + sub)) << sub;
@@ -207,6 +234,53 @@ TEST(Folder, PrepareWritesManifestAndRemovesLeftovers) {
   EXPECT_EQ(m["cells"][1]["settings_hash"], "h1");
 }
 
+TEST(Folder, DamagedAndForeignUnitsAreRedoneAndMovedAside) {
+  TempDir dir;
+  const std::string out = (dir.path / "out").string();
+  const job::Job job = make_job(2, 3, out);
+  const auto kinds = unit_kinds(job);
+  const std::string good = unit_path(out, "BM1.CS1.cell0", 0), cut = unit_path(out, "BM1.CS1.cell0", 1),
+                    garbage = unit_path(out, "BM1.CS1.cell0", 2), other_job = unit_path(out, "BM1.CS1.cell1", 0),
+                    other_cell = unit_path(out, "BM1.CS1.cell1", 1), other_batch = unit_path(out, "BM1.CS1.cell1", 2);
+  write_unit_file(good, job.cells[0], 0);
+  write_unit_file(cut, job.cells[0], 1);
+  fs::resize_file(cut, 1000);  // truncate -s 1000
+  touch(garbage);
+  job::Cell foreign = job.cells[1];
+  foreign.hash = "another-seed";
+  write_unit_file(other_job, foreign, 0);
+  write_unit_file(other_cell, job.cells[0], 1);
+  write_unit_file(other_batch, job.cells[1], 0);
+
+  const FolderScan scan = scan_folder(out, job, kinds, real_folder);
+  ASSERT_EQ(scan.problems.size(), 5u);
+  const std::vector<std::pair<std::string, UnitState>> want = {{cut, UnitState::damaged}, {garbage, UnitState::damaged},
+                                                               {other_job, UnitState::foreign},
+                                                               {other_cell, UnitState::foreign},
+                                                               {other_batch, UnitState::foreign}};
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(scan.problems[i].path, want[i].first);
+    EXPECT_EQ(scan.problems[i].check.state, want[i].second) << scan.problems[i].check.why;
+  }
+  EXPECT_NE(scan.problems[2].check.why.find("another-seed"), std::string::npos) << scan.problems[2].check.why;
+  EXPECT_NE(scan.problems[3].check.why.find("holds cell BM1.CS1.cell0"), std::string::npos);
+  EXPECT_NE(scan.problems[4].check.why.find("holds batch 0"), std::string::npos);
+
+  const Plan plan = make_plan(job, kinds, scan, Shard{});
+  EXPECT_EQ(plan.done_before, 1);
+  EXPECT_EQ(plan.pending.size(), 5u);
+  prepare_folder(job, manifest_of(job), scan, plan, Shard{});
+  EXPECT_TRUE(fs::exists(good));
+  for (const auto& [path, state] : want) {
+    EXPECT_FALSE(fs::exists(path)) << path;
+    EXPECT_TRUE(fs::exists(rejected_path(out, path))) << path;
+  }
+  // A second scan sees them missing, not damaged.
+  const FolderScan again = scan_folder(out, job, kinds, real_folder);
+  EXPECT_TRUE(again.problems.empty());
+  EXPECT_EQ(make_plan(job, kinds, again, Shard{}).pending.size(), 5u);
+}
+
 TEST(Folder, OtherShardsLeftoversAreKept) {
   TempDir dir;
   const std::string out = (dir.path / "out").string();
@@ -215,8 +289,8 @@ TEST(Folder, OtherShardsLeftoversAreKept) {
   touch(out + "/units/BM1.CS1.cell0/b00000.h5.tmp.1");  // shard 0's
   touch(out + "/units/BM1.CS1.cell0/b00001.h5.tmp.2");  // shard 1's, maybe being written now
   const Shard shard{0, 2};
-  const Plan plan = make_plan(job, kinds, scan_folder(out, job, kinds, [](const std::string& p) { return fs::exists(p); }), shard);
-  prepare_folder(job, manifest_of(job), plan, shard);
+  const FolderScan scan = scan_folder(out, job, kinds, real_folder);
+  prepare_folder(job, manifest_of(job), scan, make_plan(job, kinds, scan, shard), shard);
   EXPECT_FALSE(fs::exists(out + "/units/BM1.CS1.cell0/b00000.h5.tmp.1"));
   EXPECT_TRUE(fs::exists(out + "/units/BM1.CS1.cell0/b00001.h5.tmp.2"));
 }
@@ -226,9 +300,10 @@ TEST(Folder, OutputBlockedByAFileIsAnInputError) {
   touch((dir.path / "file").string());
   const job::Job job = make_job(1, 1, (dir.path / "file" / "out").string());
   const auto kinds = unit_kinds(job);
-  const Plan plan = make_plan(job, kinds, scan_folder(job.output, job, kinds, [](const std::string&) { return false; }), Shard{});
+  const FolderScan scan = scan_folder(job.output, job, kinds, real_folder);
+  const Plan plan = make_plan(job, kinds, scan, Shard{});
   try {
-    prepare_folder(job, manifest_of(job), plan, Shard{});
+    prepare_folder(job, manifest_of(job), scan, plan, Shard{});
     FAIL() << "no error";
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("job.toml:1: output"), std::string::npos) << e.what();
