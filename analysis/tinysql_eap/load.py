@@ -59,6 +59,7 @@ _UNIT_NAME = re.compile(r"^b(\d{5,})\.h5$")
 # What a unit file must hold to be read whole (as io::read_unit, src/io/unit_file.cpp).
 _REQUIRED_ATTRS = ("n_prompts", "n_positions", "clean_correct")
 _IDENTITY_ATTRS = ("cell_id", "batch_index")
+_KEPT = ("scores", "valid", "upstream", "downstream", "clean_logit_diff", "corrupt_logit_diff")
 
 STATES = ("ok", "damaged", "foreign", "failed", "missing", "extra")
 CELL_STATUSES = ("done", "partial", "missing", "failed", "damaged", "foreign")
@@ -291,7 +292,8 @@ def _scan(out: str, cells: Optional[Iterable[str]] = None, keep: bool = False):
                     rows.append((cid, b, "foreign", path, why))
                     continue
                 rows.append((cid, b, "ok", path, ""))
-                if keep:
+                if keep:  # what the tables need; token ids and words stay on disk
+                    u["data"] = {k: u["data"][k] for k in _KEPT}
                     units[(cid, b)] = u
             elif os.path.exists(failure_path(out, cid, b)):
                 fp = failure_path(out, cid, b)
