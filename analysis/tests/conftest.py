@@ -54,6 +54,23 @@ CELL_DEFAULTS = dict(model=1, commandset=1, hf_model="synthetic/bm1", feature="E
                      seed=7, dtype="float32", device="cpu", downstream_heads="qkv", metric_pairing="own", top_n=5)
 
 
+def fnv1a64(text: str) -> str:
+    """The runner's settings hash (tinysql::fnv1a64, printed as 16 hex digits)."""
+    h = 0xcbf29ce484222325
+    for byte in text.encode("utf-8"):
+        h = ((h ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def settings_of(c: dict) -> str:
+    """The cell's result-changing settings as the runner writes them (src/job/job.cpp)."""
+    return (f"weights={c['hf_model']};tokenizer={c['hf_model']};trim_vocab=0;feature={c['feature']};"
+            f"novel={int(c['use_novel_names'])};syn_field={int(c['use_synonyms_field'])};"
+            f"syn_table={int(c['use_synonyms_table'])};num_fields={c['num_fields']};batch_size={c['batch_size']};"
+            f"seed={c['seed']};dtype={c['dtype']};downstream_heads={c['downstream_heads']};"
+            f"metric_pairing={c['metric_pairing']}")
+
+
 def cell_id(c: dict) -> str:
     return (f"BM{c['model']}.CS{c['commandset']}.{c['feature']}.novel{int(c['use_novel_names'])}"
             f".synfield{int(c['use_synonyms_field'])}.syntable{int(c['use_synonyms_table'])}")
@@ -85,7 +102,8 @@ def write_unit(path: str, cell: dict, batch: int, up, down, valid, scores, clean
             a[k] = str(cell[k])
         a["cell_id"] = cell["id"]
         a["seed"] = str(cell["seed"])
-        a["settings_hash"] = "0123456789abcdef"
+        a["settings"] = cell.get("settings", settings_of(cell))
+        a["settings_hash"] = cell.get("settings_hash", fnv1a64(a["settings"]))
         a["program_version"] = "synthetic"
         ints = dict(model=cell["model"], commandset=cell["commandset"], batch_index=batch,
                     use_novel_names=int(cell["use_novel_names"]), use_synonyms_field=int(cell["use_synonyms_field"]),
@@ -115,6 +133,8 @@ def make_sweep(out: str, cells=None, n_layers: int = 2, n_heads: int = 3, seed: 
         c = dict(CELL_DEFAULTS)
         c.update({k: v for k, v in spec.items() if k != "status"})
         c["id"] = cell_id(c)
+        c["settings"] = settings_of(c)
+        c["settings_hash"] = fnv1a64(c["settings"])
         c["status"] = spec["status"]
         full.append(c)
         # A few strong edges common to all batches, plus noise: consistent edges exist.
@@ -168,6 +188,39 @@ def run_teap(*args, check=None):
     if check is not None:
         assert r.returncode == check, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
     return r
+
+
+def tokenizers_dir():
+    """The tokenizer folders (TEAP_TOKENIZERS, else the repository's .cache/tokenizers)."""
+    return os.environ.get("TEAP_TOKENIZERS") or os.path.join(os.path.dirname(__file__), "..", "..", ".cache",
+                                                              "tokenizers")
+
+
+def make_tiny_model(path, d_model: int = 32, layers: int = 2, heads: int = 4, seed: int = 1) -> str:
+    """A random GPT-Neo checkpoint with GPT-2's vocabulary (`tinysql-eap make-model`): units of
+    a few milliseconds."""
+    if not teap_bin():
+        pytest.skip("TEAP_BIN (the tinysql-eap executable) is not set: run through ctest")
+    vocab = os.path.join(tokenizers_dir(), "gpt2")
+    assert os.path.isdir(vocab), f"{vocab}: no GPT-2 tokenizer folder (scripts/setup.sh fetches it; or set TEAP_TOKENIZERS)"
+    run_teap("make-model", "--family", "gpt_neo", "--layers", str(layers), "--heads", str(heads), "--d-model",
+             str(d_model), "--vocab-from", vocab, "--seed", str(seed), "--out", str(path), check=0)
+    return str(path)
+
+
+def write_job(path, output, model, features=("EngTableName", "EngFieldName"), **settings) -> str:
+    """A job of len(features) cells (BM1, CS1, no novel names or synonyms) on the model folder `model`."""
+    s = {"batch_size": 4, "batches": 2, "top_n": 10, "threads": 1, "seed": 0}
+    s.update(settings)
+    q = lambda v: f'"{v}"' if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+    lines = [f"output = {q(str(output))}", "", "[grid]", "models = [1]", "commandsets = [1]",
+             "features = [" + ", ".join(q(f) for f in features) + "]", "use_novel_names = [false]",
+             "use_synonyms_field = [false]", "use_synonyms_table = [false]", "", "[settings]"]
+    lines += [f"{k} = {q(v)}" for k, v in s.items()]
+    lines += ["", "[models.BM1]", f"cs1 = {q(str(model))}", f"tokenizer = {q(str(model))}", ""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return str(path)
 
 
 def report_fixture_dir():

@@ -6,6 +6,7 @@ import os
 import h5py
 import numpy as np
 import pandas as pd
+import pytest
 
 from tinysql_eap import compare, load
 
@@ -70,7 +71,12 @@ def test_complete_only(sweep):
 def test_consistent_edges_by_hand(sweep):
     out, cells = sweep
     df = load.load_sweep(out)
-    ce = compare.consistent_edges(df, top_n_edges=5)
+    # The partial, failed and degenerate cells are skipped, each named.
+    with pytest.warns(load.SweepWarning, match=r"consistent_edges: 3 cell\(s\) skipped") as w:
+        ce = compare.consistent_edges(df, top_n_edges=5)
+    for c in cells:
+        if c["status"] in ("partial", "failed", "degenerate"):
+            assert c["id"] in str(w[0].message), c
     done = {c["id"] for c in cells if c["status"] == "done"}
     assert set(ce["cell_id"]) <= done and set(ce["cell_id"]) == done
     cid = sorted(done)[0]

@@ -12,11 +12,14 @@ from __future__ import annotations
 import glob
 import json
 import os
+import warnings
 from itertools import combinations
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 import numpy as np
 import pandas as pd
+
+from . import load
 
 Edge = Tuple[str, str]
 
@@ -35,14 +38,36 @@ def consistent_edges(df: pd.DataFrame, top_n_edges: int = 10, signed_rank: bool 
 
     Columns: cell_id, from_edge, to_edge, upstream, downstream, up_index, down_index, score (mean
     normalised score, summed in batch order then divided, as the reducer does), rank.
+
+    A cell is reduced when the table holds all of its batches 0 .. n_batches - 1 (``n_batches``:
+    the manifest's count) and it is not degenerate; every other cell is skipped with one
+    ``load.SweepWarning`` naming it and why. A reduced cell whose batches share no top-n edge has
+    no row (as ``reduce``, which writes an empty edge list).
     """
+    columns = ["cell_id", "from_edge", "to_edge", "upstream", "downstream", "up_index", "down_index", "score", "rank"]
     out = []
     wanted = set(cells) if cells is not None else None
+    skipped = []
+    reduced = 0
+    if df.empty:
+        warnings.warn(load.SweepWarning("consistent_edges: the table is empty (no usable unit file; see the "
+                                        "warnings of load_sweep)"), stacklevel=2)
+        return pd.DataFrame(columns=columns)
+    present = set(df["cell_id"].astype(str).unique())
+    if wanted is not None and wanted - present:
+        skipped.append(f"{len(wanted - present)} cell(s) not in the table ({', '.join(sorted(wanted - present)[:3])})")
     for cell, g in df.groupby("cell_id", sort=True, observed=True):
         if wanted is not None and cell not in wanted:
             continue
-        if not g["complete"].iloc[0] or g["norm_score"].isna().all():
+        got = sorted(int(b) for b in g["batch"].unique())
+        n = int(g["n_batches"].iloc[0]) if "n_batches" in g and pd.notna(g["n_batches"].iloc[0]) else None
+        if not g["complete"].iloc[0] or (n is not None and got != list(range(n))):
+            skipped.append(f"{cell} (incomplete: {len(got)} of {n if n is not None else '?'} batches)")
             continue
+        if g["norm_score"].isna().all():
+            skipped.append(f"{cell} (degenerate: LD_clean == LD_corr, no normalised score)")
+            continue
+        reduced += 1
         batches = sorted(g["batch"].unique())
         seen: Dict[Tuple[int, int], list] = {}
         names: Dict[Tuple[int, int], tuple] = {}
@@ -66,8 +91,11 @@ def consistent_edges(df: pd.DataFrame, top_n_edges: int = 10, signed_rank: bool 
             f, t_, u, d = names[k]
             out.append({"cell_id": cell, "from_edge": f, "to_edge": t_, "upstream": u, "downstream": d,
                         "up_index": k[0], "down_index": k[1], "score": mean, "rank": rank})
-    return pd.DataFrame(out, columns=["cell_id", "from_edge", "to_edge", "upstream", "downstream", "up_index",
-                                      "down_index", "score", "rank"])
+    if skipped:
+        shown = "; ".join(skipped[:5]) + (f"; ... and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warnings.warn(load.SweepWarning(f"consistent_edges: {len(skipped)} cell(s) skipped"
+                                        f"{' (no cell reduced)' if not reduced else ''}: {shown}"), stacklevel=2)
+    return pd.DataFrame(out, columns=columns)
 
 
 def load_results(out: str) -> Dict[str, dict]:

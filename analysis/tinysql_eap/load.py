@@ -2,15 +2,33 @@
 
 Layout (written by ``tinysql-eap run``)::
 
-    OUT/sweep.json                    manifest: {"version", "job", "cells": [{"id", ...settings}]}
+    OUT/sweep.json                    manifest: {"version", "job", "cells": [{"id", "n_batches",
+                                      "settings_hash", ...settings}]}
     OUT/units/<cell id>/b00000.h5     one per batch: raw scores [n_up, n_down] float32, valid mask,
                                       node names, per-prompt logit differences, token ids, words,
                                       the cell's settings as root attributes
     OUT/failed/<cell id>.b00000.txt   a batch that failed (one line: the error)
 
+The manifest is the authority: a cell has the batches ``0 .. n_batches - 1`` of its manifest entry
+(a job may be rerun with more batches; the files written earlier carry the old count). Every unit
+file is read whole and checked against the manifest before it is used (``inventory``):
+
+- ``ok``: read whole, its ``cell_id``, ``batch_index`` and ``settings_hash`` are the manifest's;
+- ``damaged``: cannot be read whole (truncated, not HDF5, a dataset or attribute missing or of the
+  wrong size); not used;
+- ``foreign``: readable, but another cell's or batch's, or written with other settings (another
+  seed, model, ...: its ``settings_hash`` differs from the manifest's); not used;
+- ``failed`` / ``missing``: no unit file (with / without ``failed/<cell>.bNNNNN.txt``);
+- ``extra``: a unit file beyond the manifest's ``n_batches`` or of a cell the manifest does not
+  list; not used (``reduce`` ignores them too).
+
+Damaged and foreign files are never used silently: the loaders leave them out and warn
+(``SweepWarning``, naming every file), or raise ``SweepError`` with ``strict=True``. A cell is
+complete ("done") when every one of its manifest batches is ``ok``.
+
 ``load_sweep(out)`` gives one row per (cell, batch, valid edge) with the cell's settings, the raw
 score and the score normalised by the cell's baselines (LD_clean, LD_corr: means of the per-prompt
-logit differences over every prompt of every batch of the cell present on disk).
+logit differences over every prompt of every usable batch of the cell).
 """
 
 from __future__ import annotations
@@ -18,7 +36,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Dict, Iterable, List, Optional
+import warnings
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import h5py
 import numpy as np
@@ -32,8 +51,27 @@ SETTINGS = [
     "use_synonyms_table", "num_fields", "batch_size", "n_batches", "seed", "dtype", "device",
     "downstream_heads", "metric_pairing", "n_layers", "n_heads",
 ]
+# Settings only the unit files know (the graph's size).
+_UNIT_ONLY = ("n_layers", "n_heads")
 _FLAGS = ("use_novel_names", "use_synonyms_field", "use_synonyms_table")
 _UNIT_NAME = re.compile(r"^b(\d{5,})\.h5$")
+
+# What a unit file must hold to be read whole (as io::read_unit, src/io/unit_file.cpp).
+_REQUIRED_ATTRS = ("n_prompts", "n_positions", "clean_correct")
+_IDENTITY_ATTRS = ("cell_id", "batch_index")
+_KEPT = ("scores", "valid", "upstream", "downstream", "clean_logit_diff", "corrupt_logit_diff")
+
+STATES = ("ok", "damaged", "foreign", "failed", "missing", "extra")
+CELL_STATUSES = ("done", "partial", "missing", "failed", "damaged", "foreign")
+INVENTORY_COLUMNS = ["cell_id", "batch", "state", "path", "reason"]
+
+
+class SweepError(ValueError):
+    """A sweep folder or unit file that cannot be used; the message is one line naming the file."""
+
+
+class SweepWarning(UserWarning):
+    """Unit files left out (damaged, foreign) or cells skipped; the message names them."""
 
 
 def display_name(node: str) -> str:
@@ -48,16 +86,49 @@ def display_name(node: str) -> str:
 
 
 def read_manifest(out: str) -> dict:
+    """OUT/sweep.json, checked: a ``cells`` list whose entries have an ``id`` and ``n_batches``."""
     path = os.path.join(out, "sweep.json")
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise SweepError(f"{path}: no such file (not a sweep folder, or `tinysql-eap run` has not started)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SweepError(f"{path}: not a sweep manifest ({_one_line(e)})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("cells"), list):
-        raise ValueError(f"{path}: not a sweep manifest (no 'cells' list)")
+        raise SweepError(f"{path}: not a sweep manifest (no 'cells' list)")
+    seen = set()
+    for i, c in enumerate(manifest["cells"]):
+        where = f"{path}: cells[{i}]"
+        if not isinstance(c, dict):
+            raise SweepError(f"{where}: not an object")
+        cid = c.get("id")
+        if not isinstance(cid, str) or not cid or "/" in cid or cid.startswith("."):
+            raise SweepError(f"{where}.id: {cid!r} is not a cell id")
+        if cid in seen:
+            raise SweepError(f"{where}.id: {cid!r} is listed twice")
+        seen.add(cid)
+        n = c.get("n_batches")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise SweepError(f"{where}.n_batches: {n!r} is not a batch count")
+        h = c.get("settings_hash")
+        if h is not None and not isinstance(h, str):
+            raise SweepError(f"{where}.settings_hash: {h!r} is not a string")
     return manifest
 
 
+def unit_path(out: str, cell: str, batch: int) -> str:
+    """OUT/units/<cell>/bNNNNN.h5, the name ``tinysql-eap run`` writes and ``reduce`` reads."""
+    return os.path.join(out, "units", cell, f"b{batch:05d}.h5")
+
+
+def failure_path(out: str, cell: str, batch: int) -> str:
+    return os.path.join(out, "failed", f"{cell}.b{batch:05d}.txt")
+
+
 def unit_files(out: str, cells: Optional[Iterable[str]] = None) -> List[tuple]:
-    """(cell id, batch index, path) of every unit file, sorted by cell id then batch."""
+    """(cell id, batch index, path) of every unit file on disk, sorted by cell id then batch, as
+    found: not checked against the manifest (``inventory`` does that)."""
     root = os.path.join(out, "units")
     wanted = set(cells) if cells is not None else None
     found = []
@@ -76,55 +147,252 @@ def unit_files(out: str, cells: Optional[Iterable[str]] = None) -> List[tuple]:
     return found
 
 
+def _one_line(e: BaseException) -> str:
+    s = " ".join(str(e).split())
+    return (s[:300] + "...") if len(s) > 300 else (s or type(e).__name__)
+
+
 def _attr(v):
     if isinstance(v, bytes):
         return v.decode("utf-8")
     if isinstance(v, np.generic):
         return v.item()
+    if isinstance(v, np.ndarray) and v.shape == ():
+        return v.item()
     return v
 
 
-def read_unit(path: str) -> dict:
-    """One unit file: its attributes and datasets (numpy arrays; strings as str)."""
+def _strings(ds) -> list:
+    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]]
+
+
+def _read_unit(path: str) -> dict:
+    """read_unit's body; h5py's own exceptions escape (read_unit turns them into SweepError)."""
     with h5py.File(path, "r") as f:
         attrs = {k: _attr(v) for k, v in f.attrs.items()}
         if attrs.get("format") != UNIT_FORMAT:
-            raise ValueError(f"{path}: not a tinysql-eap unit file (format {attrs.get('format')!r})")
+            raise SweepError(f"{path}: not a tinysql-eap unit file (format attribute {attrs.get('format')!r})")
+        for k in _REQUIRED_ATTRS:
+            if k not in attrs:
+                raise SweepError(f"{path}: attribute '{k}' is missing")
+        if "scores" not in f:
+            raise SweepError(f"{path}: dataset 'scores' is missing")
+        shape = f["scores"].shape
+        if len(shape) != 2:
+            raise SweepError(f"{path}: dataset 'scores' is not two-dimensional")
+        U, D = shape
+        B, P = int(attrs["n_prompts"]), int(attrs["n_positions"])
+        want = {"scores": U * D, "valid": U * D, "upstream": U, "downstream": D, "clean_logit_diff": B,
+                "corrupt_logit_diff": B, "clean_input_ids": B * P, "corrupt_input_ids": B * P, "clean_token_id": B,
+                "corrupt_token_id": B, "answer_token_id": B, "clean_word": B, "corrupt_word": B}
         d = {}
-        for name, ds in f.items():
-            if h5py.check_string_dtype(ds.dtype) is not None:
-                d[name] = [s.decode("utf-8") if isinstance(s, bytes) else s for s in ds[()]]
-            else:
-                d[name] = ds[()]
+        for name, n in want.items():
+            if name not in f:
+                raise SweepError(f"{path}: dataset '{name}' is missing")
+            ds = f[name]
+            if not isinstance(ds, h5py.Dataset):
+                raise SweepError(f"{path}: '{name}' is not a dataset")
+            if int(np.prod(ds.shape, dtype=np.int64)) != n:
+                raise SweepError(f"{path}: dataset '{name}' has {int(np.prod(ds.shape, dtype=np.int64))} values, "
+                                 f"expected {n}")
+            # Every value is read: a file cut short fails here, not later.
+            d[name] = _strings(ds) if h5py.check_string_dtype(ds.dtype) is not None else ds[()]
+        for name, ds in f.items():  # anything else the file holds, as it is
+            if name not in d and isinstance(ds, h5py.Dataset):
+                d[name] = _strings(ds) if h5py.check_string_dtype(ds.dtype) is not None else ds[()]
     return {"attrs": attrs, "data": d}
 
 
-def _settings(attrs: dict) -> dict:
-    s = {k: attrs.get(k) for k in SETTINGS}
+def read_unit(path: str) -> dict:
+    """One unit file, read whole: its attributes and datasets (numpy arrays; strings as str).
+
+    A file that cannot be read whole (missing, truncated, not HDF5, not a unit file, a dataset or
+    attribute missing or of the wrong size) raises ``SweepError`` with one line naming it."""
+    try:
+        return _read_unit(path)
+    except SweepError:
+        raise
+    except FileNotFoundError:
+        raise SweepError(f"{path}: no such file") from None
+    except Exception as e:  # h5py raises OSError, KeyError, ValueError, RuntimeError, TypeError...
+        raise SweepError(f"{path}: cannot be read whole ({_one_line(e)})") from None
+
+
+def _split_settings(s) -> Dict[str, str]:
+    out = {}
+    for kv in str(s or "").split(";"):
+        if "=" in kv:
+            k, v = kv.split("=", 1)
+            out[k] = v
+    return out
+
+
+def _identity_problem(attrs: dict, cell: dict, batch: int) -> Optional[str]:
+    """Why a readable unit file is not this cell's batch under the manifest's settings, or None."""
+    for k in _IDENTITY_ATTRS:
+        if k not in attrs:
+            return f"attribute '{k}' is missing: cannot tell whose unit it is"
+    if str(attrs["cell_id"]) != cell["id"]:
+        return f"holds cell {attrs['cell_id']}, not {cell['id']}"
+    try:
+        bi = int(attrs["batch_index"])
+    except (TypeError, ValueError):
+        return f"attribute 'batch_index' is {attrs['batch_index']!r}, not a batch index"
+    if bi != batch:
+        return f"holds batch {bi}, not {batch}"
+    want = cell.get("settings_hash")
+    if want:  # a manifest without hashes (older versions) cannot be checked
+        got = attrs.get("settings_hash")
+        if got is None:
+            return f"attribute 'settings_hash' is missing; the manifest's is {want}"
+        if str(got) != want:
+            a, b = _split_settings(cell.get("settings")), _split_settings(attrs.get("settings"))
+            diff = [f"{k} '{b.get(k, '')}', not '{a.get(k, '')}'" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k)]
+            return (f"settings_hash {got}, not the manifest's {want}: written by another sweep"
+                    + (f" ({'; '.join(diff)})" if diff else ""))
+    return None
+
+
+def _graph(d: dict):
+    return (list(d["upstream"]), list(d["downstream"]), np.asarray(d["valid"]).tobytes())
+
+
+def _scan(out: str, cells: Optional[Iterable[str]] = None, keep: bool = False):
+    """(manifest, inventory rows, {(cell, batch): unit} of the ok files when ``keep``)."""
+    manifest = read_manifest(out)
+    wanted = set(cells) if cells is not None else None
+    if wanted is not None:
+        unknown = wanted - {c["id"] for c in manifest["cells"]}
+        if unknown:
+            raise SweepError(f"{os.path.join(out, 'sweep.json')}: no cell {sorted(unknown)[0]!r} "
+                             f"({len(unknown)} of the cells asked for are not in the manifest)")
+    rows, units = [], {}
+    for c in manifest["cells"]:
+        cid, n = c["id"], int(c["n_batches"])
+        if wanted is not None and cid not in wanted:
+            continue
+        first = None  # (path, graph) of the cell's first ok batch
+        for b in range(n):
+            path = unit_path(out, cid, b)
+            if os.path.exists(path):
+                try:
+                    u = read_unit(path)
+                except SweepError as e:
+                    rows.append((cid, b, "damaged", path, str(e)[len(path) + 2:] if str(e).startswith(path) else str(e)))
+                    continue
+                why = _identity_problem(u["attrs"], c, b)
+                if why is None:
+                    g = _graph(u["data"])
+                    if first is None:
+                        first = (path, g)
+                    elif g != first[1]:
+                        why = f"its graph (node names or edge mask) differs from {first[0]}'s"
+                if why is not None:
+                    rows.append((cid, b, "foreign", path, why))
+                    continue
+                rows.append((cid, b, "ok", path, ""))
+                if keep:  # what the tables need; token ids and words stay on disk
+                    u["data"] = {k: u["data"][k] for k in _KEPT}
+                    units[(cid, b)] = u
+            elif os.path.exists(failure_path(out, cid, b)):
+                fp = failure_path(out, cid, b)
+                with open(fp, encoding="utf-8", errors="replace") as f:
+                    rows.append((cid, b, "failed", fp, f.readline().strip() or "(no message)"))
+            else:
+                rows.append((cid, b, "missing", path, ""))
+    counts = {c["id"]: int(c["n_batches"]) for c in manifest["cells"]}
+    for cid, b, path in unit_files(out, wanted):
+        if cid not in counts:
+            rows.append((cid, b, "extra", path, f"cell {cid} is not in sweep.json: not used"))
+        elif path != unit_path(out, cid, b):
+            rows.append((cid, b, "extra", path, f"not the name of batch {b} (b{b:05d}.h5): not used"))
+        elif b >= counts[cid]:
+            rows.append((cid, b, "extra", path, f"beyond the manifest's n_batches {counts[cid]}: not used"))
+    return manifest, rows, units
+
+
+def inventory(out: str, cells: Optional[Iterable[str]] = None) -> pd.DataFrame:
+    """One row per manifest batch (and per unit file the manifest does not account for): cell_id,
+    batch, state (``STATES``: ok, damaged, foreign, failed, missing, extra), path (the unit file, or
+    the failure note for ``failed``), reason (one line: why the file is not used, the failure's
+    message). Every unit file is read whole."""
+    _, rows, _ = _scan(out, cells)
+    return pd.DataFrame(rows, columns=INVENTORY_COLUMNS)
+
+
+def problems(out: str, cells: Optional[Iterable[str]] = None) -> pd.DataFrame:
+    """The unit files on disk that are not used: ``inventory`` rows that are damaged, foreign or extra."""
+    inv = inventory(out, cells)
+    return inv[inv["state"].isin(["damaged", "foreign", "extra"])].reset_index(drop=True)
+
+
+def _report(rows, strict: bool, what: str, stacklevel: int = 3) -> None:
+    bad = [r for r in rows if r[2] in ("damaged", "foreign")]
+    if not bad:
+        return
+    if strict:
+        cid, b, state, path, reason = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise SweepError(f"{path}: {state} unit file: {reason}{more}")
+    shown = "; ".join(f"{state} {path} ({reason})" for _, _, state, path, reason in bad[:5])
+    more = f"; ... and {len(bad) - 5} more (load.problems(out) lists them)" if len(bad) > 5 else ""
+    warnings.warn(SweepWarning(f"{what}: {len(bad)} unit file(s) not used: {shown}{more}"), stacklevel=stacklevel)
+
+
+def _cell_settings(c: dict, attrs: dict) -> dict:
+    s = {k: (c[k] if k in c and k not in _UNIT_ONLY else attrs.get(k)) for k in SETTINGS}
+    s["cell_id"] = c["id"]
+    s["n_batches"] = int(c["n_batches"])
     for k in _FLAGS:
         if s[k] is not None:
             s[k] = bool(s[k])
     return s
 
 
-def load_units(out: str, cells: Optional[Iterable[str]] = None) -> pd.DataFrame:
-    """One row per unit file: the cell's settings, batch, prompt and position counts, the batch's
-    mean clean / corrupt logit difference, clean accuracy, seconds, and the per-prompt logit
-    differences (lists) for recomputing baselines."""
+_UNIT_COLUMNS = SETTINGS + ["batch", "path", "n_prompts", "n_positions", "clean_correct", "seconds", "clean_ld",
+                            "corrupt_ld"]
+
+
+def _units_table(manifest: dict, units: dict) -> pd.DataFrame:
+    by_id = {c["id"]: c for c in manifest["cells"]}
     rows = []
-    for cell, batch, path in unit_files(out, cells):
-        u = read_unit(path)
+    for (cid, b), u in sorted(units.items()):
         a, d = u["attrs"], u["data"]
-        s = _settings(a)
-        s["cell_id"] = s["cell_id"] or cell
-        n = int(a.get("n_prompts", len(d["clean_logit_diff"])))
         rows.append({
-            **s, "batch": batch, "path": path, "n_prompts": n, "n_positions": int(a.get("n_positions", 0)),
-            "clean_correct": int(a.get("clean_correct", 0)), "seconds": a.get("seconds"),
+            **_cell_settings(by_id[cid], a), "batch": b, "path": u["path"], "n_prompts": int(a["n_prompts"]),
+            "n_positions": int(a["n_positions"]), "clean_correct": int(a["clean_correct"]), "seconds": a.get("seconds"),
             "clean_ld": [float(x) for x in d["clean_logit_diff"]],
             "corrupt_ld": [float(x) for x in d["corrupt_logit_diff"]],
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=_UNIT_COLUMNS)
+
+
+def _load(out: str, cells, strict: bool, what: str):
+    manifest, rows, units = _scan(out, cells, keep=True)
+    for (cid, b), u in units.items():
+        u["path"] = unit_path(out, cid, b)
+    _report(rows, strict, what, stacklevel=4)
+    if not units:
+        warnings.warn(SweepWarning(f"{what}: no usable unit file in {out} ({_counts(rows)})"), stacklevel=3)
+    return manifest, rows, units
+
+
+def _counts(rows) -> str:
+    n = {}
+    for r in rows:
+        n[r[2]] = n.get(r[2], 0) + 1
+    return ", ".join(f"{n[s]} {s}" for s in STATES if s in n) or "no batch in the manifest"
+
+
+def load_units(out: str, cells: Optional[Iterable[str]] = None, strict: bool = False) -> pd.DataFrame:
+    """One row per usable (``ok``) unit file of a manifest batch: the cell's settings (the
+    manifest's; ``n_batches`` is the manifest's count, not the file's), batch, path, prompt and
+    position counts, clean accuracy count, seconds, and the per-prompt logit differences (lists)
+    for recomputing baselines. Damaged and foreign files are left out with a ``SweepWarning``
+    (``strict=True``: ``SweepError``)."""
+    manifest, _, units = _load(out, cells, strict, "load_units")
+    return _units_table(manifest, units)
 
 
 def degenerate(clean_ld: float, corrupt_ld: float) -> bool:
@@ -137,7 +405,8 @@ def degenerate(clean_ld: float, corrupt_ld: float) -> bool:
 
 def baselines(units: pd.DataFrame) -> pd.DataFrame:
     """Per cell: LD_clean and LD_corr over all prompts of its batches (summed in batch order, as
-    the reducer does), prompts, batches present, whether all batches are there, clean accuracy."""
+    the reducer does), prompts, batches present, the manifest's batch count, whether every batch
+    0 .. n_batches - 1 is there, clean accuracy."""
     rows = []
     for cell, g in units.sort_values(["cell_id", "batch"]).groupby("cell_id", sort=False):
         c = r = 0.0
@@ -150,37 +419,54 @@ def baselines(units: pd.DataFrame) -> pd.DataFrame:
             n += len(clean)
             correct += k
         lc, lr = (c / n, r / n) if n else (float("nan"), float("nan"))
-        n_batches = g["n_batches"].iloc[0]
+        n_batches = int(g["n_batches"].iloc[0])
+        complete = sorted(int(b) for b in g["batch"]) == list(range(n_batches))
         rows.append({
             "cell_id": cell, "clean_ld": lc, "corrupt_ld": lr, "n_prompts": n, "batches_present": len(g),
-            "n_batches": n_batches, "complete": n_batches is not None and len(g) == int(n_batches),
+            "n_batches": n_batches, "complete": complete,
             "clean_accuracy": correct / n if n else float("nan"), "degenerate": degenerate(lc, lr),
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["cell_id", "clean_ld", "corrupt_ld", "n_prompts", "batches_present", "n_batches",
+                                       "complete", "clean_accuracy", "degenerate"])
 
 
-def load_sweep(out: str, cells: Optional[Iterable[str]] = None, complete_only: bool = False) -> pd.DataFrame:
-    """The tidy table: one row per (cell, batch, valid edge).
+SWEEP_COLUMNS = SETTINGS + ["batch", "upstream", "downstream", "from_edge", "to_edge", "up_index", "down_index", "score",
+                            "norm_score", "complete"]
 
-    Columns: the cell's settings (``SETTINGS``), ``batch``, ``upstream`` / ``downstream`` (node
-    names as in the file, e.g. ``head.0.3``, ``mlp.1``), ``from_edge`` / ``to_edge`` (the notebook's
-    names, e.g. ``l0.h3``), ``up_index`` / ``down_index`` (graph indices, the ranking's tie
-    order), ``score`` (raw, float32 as stored), ``norm_score`` (score x 1 / (LD_clean - LD_corr),
-    NaN for a degenerate cell), ``complete`` (all the cell's batches are present).
+
+def load_sweep(out: str, cells: Optional[Iterable[str]] = None, complete_only: bool = False,
+               strict: bool = False) -> pd.DataFrame:
+    """The tidy table: one row per (cell, usable batch, valid edge).
+
+    Columns: the cell's settings (``SETTINGS``, the manifest's), ``batch``, ``upstream`` /
+    ``downstream`` (node names as in the file, e.g. ``head.0.3``, ``mlp.1``), ``from_edge`` /
+    ``to_edge`` (the notebook's names, e.g. ``l0.h3``), ``up_index`` / ``down_index`` (graph
+    indices, the ranking's tie order), ``score`` (raw, float32 as stored), ``norm_score`` (score x
+    1 / (LD_clean - LD_corr), NaN for a degenerate cell), ``complete`` (every batch 0 ..
+    n_batches - 1 of the manifest is there and usable).
+
+    Damaged and foreign unit files are left out with a ``SweepWarning`` naming them
+    (``strict=True``: ``SweepError``); an empty table comes with a ``SweepWarning`` saying why.
     """
-    units = load_units(out, cells)
-    if units.empty:
-        return pd.DataFrame(columns=SETTINGS + ["batch", "upstream", "downstream", "from_edge", "to_edge",
-                                                "up_index", "down_index", "score", "norm_score", "complete"])
-    base = baselines(units).set_index("cell_id")
+    manifest, rows, units = _load(out, cells, strict, "load_sweep")
+    table = _units_table(manifest, units)
+    if table.empty:
+        return pd.DataFrame(columns=SWEEP_COLUMNS)
+    base = baselines(table).set_index("cell_id")
+    if complete_only and not base["complete"].any():
+        st = _statuses(manifest, rows)
+        listed = "; ".join(f"{c} {s}" for c, s in list(st.items())[:5]) + (" ..." if len(st) > 5 else "")
+        warnings.warn(SweepWarning(f"load_sweep(complete_only=True): no complete cell in {out} ({listed})"),
+                      stacklevel=2)
+        return pd.DataFrame(columns=SWEEP_COLUMNS)
     frames = []
-    for row in units.itertuples(index=False):
+    for row in table.itertuples(index=False):
         b = base.loc[row.cell_id]
         if complete_only and not b["complete"]:
             continue
-        d = read_unit(row.path)["data"]
+        d = units[(row.cell_id, row.batch)]["data"]
         scores = np.asarray(d["scores"], dtype=np.float32)
-        valid = np.asarray(d["valid"]).astype(bool)
+        valid = np.asarray(d["valid"]).astype(bool).reshape(scores.shape)
         ui, di = np.nonzero(valid)
         up = np.asarray(d["upstream"], dtype=object)
         down = np.asarray(d["downstream"], dtype=object)
@@ -204,9 +490,7 @@ def load_sweep(out: str, cells: Optional[Iterable[str]] = None, complete_only: b
     df["to_edge"] = df["downstream"].map(names)
     for k in ("upstream", "downstream", "from_edge", "to_edge", "cell_id", "feature"):
         df[k] = df[k].astype("category")
-    cols = SETTINGS + ["batch", "upstream", "downstream", "from_edge", "to_edge", "up_index", "down_index", "score",
-                       "norm_score", "complete"]
-    return df[cols]
+    return df[SWEEP_COLUMNS]
 
 
 def failures(out: str) -> pd.DataFrame:
@@ -222,17 +506,48 @@ def failures(out: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["cell_id", "batch", "message"])
 
 
-def cell_status(out: str) -> Dict[str, str]:
-    """done / partial / missing / failed per manifest cell, from the files on disk."""
-    manifest = read_manifest(out)
-    have = {}
-    for cell, batch, _ in unit_files(out):
-        have.setdefault(cell, set()).add(batch)
-    failed = failures(out)
-    status = {}
+def _status(states: List[str]) -> str:
+    if "foreign" in states:
+        return "foreign"
+    if "damaged" in states:
+        return "damaged"
+    if "failed" in states:
+        return "failed"
+    ok = states.count("ok")
+    return "done" if ok == len(states) else "partial" if ok else "missing"
+
+
+def _statuses(manifest: dict, rows) -> Dict[str, str]:
+    by_cell: Dict[str, List[str]] = {}
+    for cid, _, state, _, _ in rows:
+        if state != "extra":
+            by_cell.setdefault(cid, []).append(state)
+    return {c["id"]: _status(by_cell[c["id"]]) for c in manifest["cells"] if c["id"] in by_cell}
+
+
+def cell_summary(out: str, cells: Optional[Iterable[str]] = None) -> pd.DataFrame:
+    """One row per manifest cell: cell_id, status (``cell_status``), n_batches (the manifest's),
+    and how many of its batches are ok, missing, failed, damaged, foreign."""
+    manifest, rows, _ = _scan(out, cells)
+    st = _statuses(manifest, rows)
+    out_rows = []
     for c in manifest["cells"]:
-        cid, n = c["id"], int(c["n_batches"])
-        present = {b for b in have.get(cid, set()) if b < n}
-        f = {b for b in failed[failed["cell_id"] == cid]["batch"] if b not in present}
-        status[cid] = "failed" if f else "done" if len(present) == n else "partial" if present else "missing"
-    return status
+        if c["id"] not in st:
+            continue
+        states = [r[2] for r in rows if r[0] == c["id"] and r[2] != "extra"]
+        out_rows.append({"cell_id": c["id"], "status": st[c["id"]], "n_batches": int(c["n_batches"]),
+                         **{s: states.count(s) for s in ("ok", "missing", "failed", "damaged", "foreign")}})
+    return pd.DataFrame(out_rows, columns=["cell_id", "status", "n_batches", "ok", "missing", "failed", "damaged",
+                                           "foreign"])
+
+
+def cell_status(out: str, cells: Optional[Iterable[str]] = None, strict: bool = False) -> Dict[str, str]:
+    """Per manifest cell, from its batches 0 .. n_batches - 1 (the manifest's count), the first
+    that applies: ``foreign`` (a unit file of another sweep, cell or batch), ``damaged`` (a unit file
+    that cannot be read whole), ``failed`` (a failure note and no unit file), ``done`` (every batch
+    usable), ``partial`` (some), ``missing`` (none). Without damaged or foreign files this is the
+    rule of ``tinysql-eap reduce`` and ``status``. Damaged and foreign files also raise a
+    ``SweepWarning`` naming them (``strict=True``: ``SweepError``)."""
+    manifest, rows, _ = _scan(out, cells)
+    _report(rows, strict, "cell_status")
+    return _statuses(manifest, rows)
