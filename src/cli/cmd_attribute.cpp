@@ -9,13 +9,17 @@
 #include <memory>
 
 #include "cli/cell_options.hpp"
+#include "cli/cell_result.hpp"
 #include "cli/commands.hpp"
 #include "eap/score.hpp"
 #include "model/hf_cache.hpp"
 #include "model/model.hpp"
+#include "report/notebook_json.hpp"
 #include "runner/unit.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "util/error.hpp"
+#include "util/files.hpp"
+#include "version.hpp"
 
 namespace teap::cli {
 
@@ -23,8 +27,8 @@ Run add_attribute_command(CLI::App& app) {
   struct Args {
     CellArgs cell;
     std::string model, tokenizer, revision, device = "cpu", dtype = "float32";
-    std::string downstream_heads = "qkv", pairing = "own";
-    int top_n = 10, threads = 0;
+    std::string downstream_heads = "qkv", pairing = "own", json;
+    int top_n = 10, threads = 0, model_number = 0, commandset = 0;
     bool trim = false, signed_rank = false, input_node = false, logits_node = false;
   };
   auto a = std::make_shared<Args>();
@@ -41,8 +45,15 @@ Run add_attribute_command(CLI::App& app) {
   sub->add_flag("--trim-vocab", a->trim, "drop checkpoint rows beyond the tokenizer's vocabulary (BM1 fine-tunes)");
   sub->add_option("--downstream-heads", a->downstream_heads, "qkv: head inputs are destinations; none: MLPs only (the notebook)")
       ->check(CLI::IsMember({"qkv", "none"}))->capture_default_str();
-  sub->add_option("--metric-pairing", a->pairing, "own, or batch_broadcast (the notebook's indexing broadcast)")
-      ->check(CLI::IsMember({"own", "batch_broadcast"}))->capture_default_str();
+  sub->add_option("--metric-pairing", a->pairing,
+                  "own; batch_broadcast (the notebook's indexing broadcast within a batch); notebook (what the notebook "
+                  "computed: every batch against the last batch's pairs, its JSON's values of the last batch)")
+      ->check(CLI::IsMember({"own", "batch_broadcast", "notebook"}))->capture_default_str();
+  sub->add_option("--json", a->json, "also write the cell's result JSON (the notebook's schema) to this file");
+  sub->add_option("--model-number", a->model_number, "BM number written into the JSON's metadata (0: not given)")
+      ->capture_default_str()->check(CLI::Range(0, 3));
+  sub->add_option("--commandset", a->commandset, "command set written into the JSON's metadata")
+      ->capture_default_str()->check(CLI::Range(0, 3));
   sub->add_flag("--input-node", a->input_node, "add the embedding as an upstream node");
   sub->add_flag("--logits-node", a->logits_node, "add the final residual stream as a downstream node");
   return [a] {
@@ -63,6 +74,8 @@ Run add_attribute_command(CLI::App& app) {
     const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads, go);
     eap::ScoreOptions so;
     so.pairing = eap::parse_metric_pairing(a->pairing, "--metric-pairing");
+    if (so.pairing == eap::MetricPairing::Notebook)
+      so.broadcast = runner::notebook_metric_pairs(tok, cell, seed, a->cell.batches, a->cell.batch_size);
     std::printf("model %s (%s, %d layers x %d heads), %d threads; graph: %d upstream, %d downstream, %d edges\n",
                 path.c_str(), m.config.model_type.c_str(), m.config.n_layers, m.config.n_heads, at::get_num_threads(),
                 g.n_upstream(), g.n_downstream(), g.n_edges());
@@ -84,13 +97,48 @@ Run add_attribute_command(CLI::App& app) {
     }
     std::vector<const eap::BatchScores*> ptrs;
     for (const auto& r : results) ptrs.push_back(&r);
-    const runner::CellResult cr = runner::reduce_cell(g, ptrs, a->top_n, a->signed_rank);
+    const runner::CellResult cr = runner::reduce_cell(g, ptrs, a->top_n, a->signed_rank, so.pairing);
     std::printf("clean logit diff %.6f, corrupt logit diff %.6f\n", cr.baselines.clean_ld, cr.baselines.corrupt_ld);
     std::printf("clean metric %.6f, corrupt metric %.6f, clean accuracy %.3f\n", cr.clean_metric, cr.corrupt_metric,
                 cr.clean_accuracy);
+    if (so.pairing == eap::MetricPairing::Notebook)
+      std::printf("last batch (the notebook's JSON): clean logit diff %.6f, corrupt logit diff %.6f, clean metric %.6f, "
+                  "corrupt metric %.6f\n",
+                  cr.last_batch.clean_ld, cr.last_batch.corrupt_ld, cr.last_batch.clean_metric, cr.last_batch.corrupt_metric);
     std::printf("%zu edges in the top %d of all %d batches:\n", cr.edges.size(), a->top_n, a->cell.batches);
     for (const auto& e : cr.edges)
       std::printf("%s -> [%.3f] -> %s\n", g.upstream[e.up].c_str(), e.score, g.downstream[e.down].c_str());
+    if (!a->json.empty()) {
+      report::Result res;
+      res.metadata.model = a->model_number;
+      res.metadata.commandset = a->commandset;
+      res.metadata.hf_model = a->model;
+      res.metadata.feature_name = tinysql::feature_name(cell.feature);
+      res.metadata.use_novel_names = cell.use_novel_names;
+      res.metadata.use_synonyms_field = cell.use_synonyms_field;
+      res.metadata.use_synonyms_table = cell.use_synonyms_table;
+      res.metadata.num_sql_fields = cell.num_fields;
+      res.metadata.batch_size = a->cell.batch_size;
+      res.metadata.n_batches = a->cell.batches;
+      res.metadata.n_positions = cr.n_positions;
+      res.metadata.n_layers = g.n_layers;
+      res.metadata.n_heads = g.n_heads;
+      for (const auto& e : cr.edges)
+        res.edges.push_back({eap::display_name(g.upstream[e.up]), eap::display_name(g.downstream[e.down]), e.score});
+      set_result_parameters(res.parameters, cr, so.pairing, a->top_n);
+      auto& x = res.parameters.extra;
+      x["clean_accuracy"] = cr.clean_accuracy;
+      x["n_prompts"] = cr.baselines.n_prompts;
+      x["downstream_heads"] = a->downstream_heads;
+      x["metric_pairing"] = a->pairing;
+      x["signed_rank"] = a->signed_rank;
+      x["seed"] = seed;
+      x["dtype"] = a->dtype;
+      x["device"] = a->device;
+      x["program_version"] = TEAP_VERSION;
+      write_file_atomic(a->json, report::dump_python_json(report::to_json(res)));
+      std::printf("%s\n", a->json.c_str());
+    }
   };
 }
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/cell_result.hpp"
 #include "cli/commands.hpp"
 #include "eap/graph.hpp"
 #include "eap/metric.hpp"
@@ -219,6 +220,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
         fail_input(paths.back(), "its graph (node names or edge mask) differs from " + paths.front());
     }
     const eap::Graph g = graph_of(units.front(), paths.front(), p.downstream_heads);
+    const eap::MetricPairing pairing = eap::parse_metric_pairing(p.metric_pairing, manifest_path + ": cell " + p.s.id);
     std::vector<eap::BatchScores> batches(units.size());
     std::vector<const eap::BatchScores*> ptrs;
     for (size_t k = 0; k < units.size(); ++k) {
@@ -234,7 +236,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
       s.clean_correct = static_cast<int>(u.clean_correct);
       ptrs.push_back(&s);
     }
-    const eap::Baselines bl = eap::baselines(ptrs);
+    const eap::Baselines bl = eap::baselines(ptrs, pairing);
     int correct = 0, prompts = 0;
     for (const auto* s : ptrs) {
       correct += s->clean_correct;
@@ -251,7 +253,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
       ++degenerate;
       continue;
     }
-    const runner::CellResult r = runner::reduce_cell(g, ptrs, p.top_n, signed_rank);
+    const runner::CellResult r = runner::reduce_cell(g, ptrs, p.top_n, signed_rank, pairing);
     p.s.clean_metric = r.clean_metric;
     p.s.corrupt_metric = r.corrupt_metric;
     p.s.clean_accuracy = r.clean_accuracy;
@@ -273,11 +275,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
     res.metadata.n_layers = g.n_layers;
     res.metadata.n_heads = g.n_heads;
     res.edges = p.s.edges;
-    res.parameters.top_n_edges = p.top_n;
-    res.parameters.clean_logit_diff = bl.clean_ld;
-    res.parameters.corrupt_logit_diff = bl.corrupt_ld;
-    res.parameters.clean_metric = r.clean_metric;
-    res.parameters.corrupt_metric = r.corrupt_metric;
+    set_result_parameters(res.parameters, r, pairing, p.top_n);
     auto& x = res.parameters.extra;
     x["clean_accuracy"] = r.clean_accuracy;
     x["n_prompts"] = bl.n_prompts;

@@ -11,10 +11,18 @@ namespace teap::eap {
 MetricPairing parse_metric_pairing(const std::string& s, const std::string& where) {
   if (s == "own") return MetricPairing::Own;
   if (s == "batch_broadcast") return MetricPairing::BatchBroadcast;
-  fail_input(where, "metric_pairing '" + s + "' is not one of own, batch_broadcast");
+  if (s == "notebook") return MetricPairing::Notebook;
+  fail_input(where, "metric_pairing '" + s + "' is not one of own, batch_broadcast, notebook");
 }
 
-std::string to_string(MetricPairing p) { return p == MetricPairing::Own ? "own" : "batch_broadcast"; }
+std::string to_string(MetricPairing p) {
+  switch (p) {
+    case MetricPairing::Own: return "own";
+    case MetricPairing::BatchBroadcast: return "batch_broadcast";
+    case MetricPairing::Notebook: return "notebook";
+  }
+  return "own";
+}
 
 bool Baselines::degenerate() const {
   const double scale = std::max({1.0, std::fabs(clean_ld), std::fabs(corrupt_ld)});
@@ -38,6 +46,28 @@ Baselines baselines(const std::vector<const BatchScores*>& batches) {
   if (b.n_prompts) {
     b.clean_ld = c / b.n_prompts;
     b.corrupt_ld = r / b.n_prompts;
+  }
+  return b;
+}
+
+Baselines baselines(const std::vector<const BatchScores*>& batches, MetricPairing pairing) {
+  if (pairing != MetricPairing::Notebook) return baselines(batches);
+  Baselines b;
+  int n = 0;
+  double c = 0, r = 0;
+  for (const BatchScores* s : batches) {
+    b.n_prompts += static_cast<int>(s->clean_ld.size());
+    if (s->clean_ld.empty()) continue;
+    double cs = 0, rs = 0;
+    for (double x : s->clean_ld) cs += x;
+    for (double x : s->corrupt_ld) rs += x;
+    c += cs / s->clean_ld.size();
+    r += rs / s->corrupt_ld.size();
+    ++n;
+  }
+  if (n) {
+    b.clean_ld = c / n;
+    b.corrupt_ld = r / n;
   }
   return b;
 }

@@ -16,17 +16,34 @@ at::Tensor as_tensor(const std::vector<int64_t>& v, int64_t rows, int64_t cols) 
   return at::tensor(at::ArrayRef<int64_t>(v), at::kLong).view({rows, cols});
 }
 
-// LD_i [B] from the final hidden state, with the chosen pairing.
-at::Tensor logit_diff(const model::Model& m, const at::Tensor& hidden, const at::Tensor& clean, const at::Tensor& corrupt,
-                      MetricPairing pairing) {
+// Per-prompt logit differences [B] from the final hidden state: `metric`, whose batch mean is
+// differentiated, and `recorded`, what the batch result keeps (the baselines' pairing).
+struct LogitDiffs {
+  at::Tensor metric, recorded;
+};
+
+LogitDiffs logit_diff(const model::Model& m, const at::Tensor& hidden, const at::Tensor& clean, const at::Tensor& corrupt,
+                      MetricPairing pairing, const MetricPairs& broadcast = {}) {
   const int64_t B = clean.size(0);
   if (pairing == MetricPairing::Own) {
     const at::Tensor l = model::last_position_logits(m, hidden, at::stack({clean, corrupt}, 1));  // [B,2]
-    return l.select(1, 0) - l.select(1, 1);
+    const at::Tensor ld = l.select(1, 0) - l.select(1, 1);
+    return {ld, ld};
   }
-  const at::Tensor all = at::cat({clean, corrupt}).unsqueeze(0).expand({B, 2 * B}).contiguous();
-  const at::Tensor l = model::last_position_logits(m, hidden, all);  // [B,2B]
-  return l.narrow(1, 0, B).mean(1) - l.narrow(1, B, B).mean(1);
+  if (pairing == MetricPairing::BatchBroadcast) {
+    const at::Tensor all = at::cat({clean, corrupt}).unsqueeze(0).expand({B, 2 * B}).contiguous();
+    const at::Tensor l = model::last_position_logits(m, hidden, all);  // [B,2B]
+    const at::Tensor ld = l.narrow(1, 0, B).mean(1) - l.narrow(1, B, B).mean(1);
+    return {ld, ld};
+  }
+  // Notebook: the own pair, then the K broadcast pairs, read in one product: [B, 2 + 2K].
+  const int64_t K = static_cast<int64_t>(broadcast.clean.size());
+  const at::Tensor pairs = at::cat({at::tensor(at::ArrayRef<int64_t>(broadcast.clean), at::kLong),
+                                    at::tensor(at::ArrayRef<int64_t>(broadcast.corrupt), at::kLong)})
+                               .to(clean.device());
+  const at::Tensor all = at::cat({at::stack({clean, corrupt}, 1), pairs.unsqueeze(0).expand({B, 2 * K})}, 1).contiguous();
+  const at::Tensor l = model::last_position_logits(m, hidden, all);  // [B, 2+2K]
+  return {l.narrow(1, 2, K).mean(1) - l.narrow(1, 2 + K, K).mean(1), l.select(1, 0) - l.select(1, 1)};
 }
 
 std::vector<double> to_vector(const at::Tensor& t) {
@@ -90,17 +107,35 @@ void check_batch(const model::Model& m, const BatchInput& in) {
         throw InputError("batch: token id " + std::to_string(id) + " is outside the model's vocabulary of " + std::to_string(V));
 }
 
+void check_options(const model::Model& m, const ScoreOptions& options) {
+  if (options.pairing != MetricPairing::Notebook) return;
+  const auto& p = options.broadcast;
+  if (p.clean.empty() || p.clean.size() != p.corrupt.size())
+    throw InputError("metric_pairing notebook: the broadcast needs the cell's last batch's (clean, corrupt) answer pairs (" +
+                     std::to_string(p.clean.size()) + " clean, " + std::to_string(p.corrupt.size()) + " corrupt given)");
+  const int64_t V = m.config.vocab_size;
+  for (const auto* v : {&p.clean, &p.corrupt})
+    for (int64_t id : *v)
+      if (id < 0 || id >= V)
+        throw InputError("metric_pairing notebook: broadcast token id " + std::to_string(id) +
+                         " is outside the model's vocabulary of " + std::to_string(V));
+}
+
 std::vector<double> logit_diffs(const model::Model& m, const std::vector<int64_t>& ids, int n_prompts, int n_positions,
                                 const std::vector<int64_t>& clean_answer, const std::vector<int64_t>& corrupt_answer,
                                 MetricPairing pairing) {
   at::NoGradGuard no_grad;
   const at::Tensor hidden = model::forward(m, as_tensor(ids, n_prompts, n_positions));
+  // Notebook records own-paired differences: the same numbers as Own.
+  if (pairing == MetricPairing::Notebook) pairing = MetricPairing::Own;
   return to_vector(logit_diff(m, hidden, as_tensor(clean_answer, n_prompts, 1).view({-1}).to(m.device),
-                              as_tensor(corrupt_answer, n_prompts, 1).view({-1}).to(m.device), pairing));
+                              as_tensor(corrupt_answer, n_prompts, 1).view({-1}).to(m.device), pairing)
+                       .recorded);
 }
 
 BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput& in, const ScoreOptions& options) {
   check_batch(m, in);
+  check_options(m, options);
   const auto& c = m.config;
   if (g.n_layers != c.n_layers || g.n_heads != c.n_heads)
     throw InputError("graph of " + std::to_string(g.n_layers) + " layers x " + std::to_string(g.n_heads) +
@@ -136,10 +171,10 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   {
     at::AutoGradMode grad_on(true);
     const at::Tensor hidden = model::forward(m, clean_ids, &clean, start, before);
-    const at::Tensor ld = logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing);
-    out.clean_ld = to_vector(ld);
+    const LogitDiffs ld = logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast);
+    out.clean_ld = to_vector(ld.recorded);
     clock.lap(&ScoreProfile::clean_forward);
-    ld.mean().backward();  // gradient of the batch's mean LD: S_b is a mean over prompts
+    ld.metric.mean().backward();  // gradient of the batch's mean LD: S_b is a mean over prompts
     clock.lap(&ScoreProfile::backward);
     at::NoGradGuard no_grad;
     const at::Tensor last = model::full_logits(m, hidden.detach().narrow(1, Ps - 1, 1)).squeeze(1);  // [B,V]
@@ -153,7 +188,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   {
     at::NoGradGuard no_grad;
     const at::Tensor hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &corrupt, start, before);
-    out.corrupt_ld = to_vector(logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing));
+    out.corrupt_ld = to_vector(logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast).recorded);
   }
   clock.lap(&ScoreProfile::corrupt_forward);
   // Both records cover positions [start, P): N = B * Ps rows of d features.

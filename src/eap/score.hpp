@@ -28,8 +28,17 @@ struct ScoreProfile {
   double clean_forward = 0, backward = 0, accuracy = 0, corrupt_forward = 0, differences = 0, contraction = 0;
 };
 
+// (clean, corrupt) answer token pairs that a metric averages each prompt's logit difference over.
+struct MetricPairs {
+  std::vector<int64_t> clean, corrupt;
+};
+
 struct ScoreOptions {
   MetricPairing pairing = MetricPairing::Own;
+  // pairing == Notebook: the pairs every prompt's logit difference is broadcast over, the answer
+  // pairs of the cell's last batch (runner::notebook_metric_pairs); required in that mode, unused
+  // otherwise. The batch's own pairs still give the recorded clean_ld / corrupt_ld (baselines).
+  MetricPairs broadcast;
   ScoreProfile* profile = nullptr;  // filled when given
   // A rank group's share of one batch: S is multiplied by `weight` (n_prompts here / in the whole
   // batch) and handed to `sum_scores` (data, count, is_double, on_cuda) while still on its device,
@@ -44,12 +53,15 @@ struct ScoreOptions {
 BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput& in, const ScoreOptions& options = {});
 
 // One inference forward pass yielding the per-prompt logit differences of `ids` (the cost
-// against which an EAP batch is measured).
+// against which an EAP batch is measured); for Notebook, the own-paired ones (what it records).
 std::vector<double> logit_diffs(const model::Model& m, const std::vector<int64_t>& ids, int n_prompts,
                                 int n_positions, const std::vector<int64_t>& clean_answer,
                                 const std::vector<int64_t>& corrupt_answer, MetricPairing pairing);
 
 // Checks that a batch's shapes agree and every id is inside the model's vocabulary.
 void check_batch(const model::Model& m, const BatchInput& in);
+// Checks the options against the model: notebook pairing has its broadcast pairs, equal in
+// number, inside the vocabulary.
+void check_options(const model::Model& m, const ScoreOptions& options);
 
 }  // namespace teap::eap

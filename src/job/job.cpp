@@ -190,8 +190,8 @@ Job load_job(const std::string& path) {
   check(s.dtype == "float32" || s.dtype == "bfloat16", "dtype", "'" + s.dtype + "' is not float32 or bfloat16");
   check(valid_device_name(s.device), "device", "'" + s.device + "' is not cpu, cuda or cuda:N (N = 0, 1, ...)");
   check(s.downstream_heads == "qkv" || s.downstream_heads == "none", "downstream_heads", "'" + s.downstream_heads + "' is not qkv or none");
-  check(s.metric_pairing == "own" || s.metric_pairing == "batch_broadcast", "metric_pairing",
-        "'" + s.metric_pairing + "' is not own or batch_broadcast");
+  check(s.metric_pairing == "own" || s.metric_pairing == "batch_broadcast" || s.metric_pairing == "notebook",
+        "metric_pairing", "'" + s.metric_pairing + "' is not own, batch_broadcast or notebook");
   check(s.model_variant == "auto" || s.model_variant == "plain" || s.model_variant == "synonym", "model_variant",
         "'" + s.model_variant + "' is not auto, plain or synonym");
 
@@ -317,6 +317,9 @@ Job load_job(const std::string& path) {
               os << "weights=" << cell.weights << ";tokenizer=" << cell.tokenizer << ";trim_vocab=" << cell.trim_vocab
                  << ";" << tinysql::cell_key_string(cell.prompts) << ";batch_size=" << s.batch_size << ";seed=" << s.seed
                  << ";dtype=" << s.dtype << ";downstream_heads=" << s.downstream_heads << ";metric_pairing=" << s.metric_pairing;
+              // Notebook pairing scores every batch against the cell's last batch, so the batch
+              // count changes every batch's scores (other modes keep their hashes as they were).
+              if (s.metric_pairing == "notebook") os << ";batches=" << s.batches;
               cell.settings = os.str();
               char hex[17];
               std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(tinysql::fnv1a64(cell.settings)));

@@ -18,11 +18,23 @@ eap::BatchInput batch_input(const tinysql::Batch& batch) {
   return in;
 }
 
+eap::MetricPairs notebook_metric_pairs(const tokenizer::Tokenizer& tok, const tinysql::CellSettings& cell, uint64_t seed,
+                                       int n_batches, int batch_size) {
+  if (n_batches < 1) throw InputError("metric_pairing notebook: " + std::to_string(n_batches) + " batches (needs at least 1)");
+  const tinysql::Batch last = tinysql::make_batch(tok, cell, seed, n_batches - 1, batch_size);
+  eap::MetricPairs p;
+  for (const auto& e : last.examples) {
+    p.clean.push_back(e.clean_token_id);
+    p.corrupt.push_back(e.corrupt_token_id);
+  }
+  return p;
+}
+
 CellResult reduce_cell(const eap::Graph& g, const std::vector<const eap::BatchScores*>& batches, int top_n,
-                       bool signed_rank) {
+                       bool signed_rank, eap::MetricPairing pairing) {
   CellResult r;
   if (batches.empty()) throw InputError("cell: no batches to reduce");
-  r.baselines = eap::baselines(batches);
+  r.baselines = eap::baselines(batches, pairing);
   if (r.baselines.degenerate())
     throw InputError("cell is degenerate: " + r.baselines.describe() +
                      "; the normalisation divides by LD_clean - LD_corr, so no score is defined");
@@ -37,6 +49,16 @@ CellResult reduce_cell(const eap::Graph& g, const std::vector<const eap::BatchSc
     r.n_positions = b->n_positions;
   }
   r.clean_accuracy = prompts ? double(correct) / prompts : 0.0;
+  const eap::BatchScores& last = *batches.back();
+  auto mean = [](const std::vector<double>& v) {
+    double s = 0;
+    for (double x : v) s += x;
+    return v.empty() ? 0.0 : s / v.size();
+  };
+  r.last_batch.clean_ld = mean(last.clean_ld);
+  r.last_batch.corrupt_ld = mean(last.corrupt_ld);
+  r.last_batch.clean_metric = eap::normalised_metric(last.clean_ld, r.baselines);
+  r.last_batch.corrupt_metric = eap::normalised_metric(last.corrupt_ld, r.baselines);
   r.edges = eap::consistent_edges(g, scores, 1.0 / r.baselines.denominator(), top_n, signed_rank);
   return r;
 }

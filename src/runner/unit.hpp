@@ -17,17 +17,30 @@ namespace teap::runner {
 // corrupt) word tokens, and the real answer token for accuracy.
 eap::BatchInput batch_input(const tinysql::Batch& batch);
 
+// The pairs that metric_pairing = notebook broadcasts every prompt of a cell over: the (clean,
+// corrupt) answer tokens of the cell's last batch (index n_batches - 1), regenerated here (a batch
+// is a pure function of tokenizer, cell, seed, index and size), so any rank scores any batch alone.
+eap::MetricPairs notebook_metric_pairs(const tokenizer::Tokenizer& tok, const tinysql::CellSettings& cell, uint64_t seed,
+                                       int n_batches, int batch_size);
+
+// One batch's mean logit differences and their normalised metrics against the cell's baselines.
+struct BatchValues {
+  double clean_ld = 0, corrupt_ld = 0, clean_metric = 0, corrupt_metric = 0;
+};
+
 struct CellResult {
-  eap::Baselines baselines;
+  eap::Baselines baselines;                     // the cell's LD_clean, LD_corr (eap::baselines with the pairing)
   double clean_metric = 0, corrupt_metric = 0;  // mean over batches of the normalised metric
+  BatchValues last_batch;                       // the last batch's: what the notebook's JSON reported
   double clean_accuracy = 0;                    // over all prompts of the cell
   int n_positions = 0;                          // of the last batch (all batches of a cell agree for GPT-2)
   std::vector<eap::Edge> edges;                 // consistent edges, normalised scores
 };
 
 // Baselines over all batches, then normalised consistent edges. A degenerate cell (LD_clean ==
-// LD_corr) is an InputError carrying the numbers: nothing is normalised by zero.
+// LD_corr) is an InputError carrying the numbers: nothing is normalised by zero. `batches` are in
+// batch order (the last one is the notebook's "last batch").
 CellResult reduce_cell(const eap::Graph& g, const std::vector<const eap::BatchScores*>& batches, int top_n,
-                       bool signed_rank);
+                       bool signed_rank, eap::MetricPairing pairing = eap::MetricPairing::Own);
 
 }  // namespace teap::runner

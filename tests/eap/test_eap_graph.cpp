@@ -110,7 +110,10 @@ TEST(EapGraph, DisplayNamesAndParsing) {
   EXPECT_THROW(eap::parse_downstream_heads("mlp", "x"), InputError);
   EXPECT_EQ(eap::parse_metric_pairing("own", "x"), eap::MetricPairing::Own);
   EXPECT_EQ(eap::parse_metric_pairing("batch_broadcast", "x"), eap::MetricPairing::BatchBroadcast);
+  EXPECT_EQ(eap::parse_metric_pairing("notebook", "x"), eap::MetricPairing::Notebook);
   EXPECT_THROW(eap::parse_metric_pairing("broadcast", "x"), InputError);
+  for (auto p : {eap::MetricPairing::Own, eap::MetricPairing::BatchBroadcast, eap::MetricPairing::Notebook})
+    EXPECT_EQ(eap::parse_metric_pairing(eap::to_string(p), "x"), p);
 }
 
 // --- Top-n and consistent edges -------------------------------------------------------------------
@@ -323,6 +326,35 @@ TEST(EapCell, ReducedCellIsNormalisedAndFinite) {
     // Mean over the two batches of the score / (LD_clean - LD_corr).
     const double raw = (a.scores[size_t(e.up) * g.n_downstream() + e.down] + b.scores[size_t(e.up) * g.n_downstream() + e.down]) / 2;
     EXPECT_NEAR(e.score, raw / 3.0, 1e-7);
+  }
+}
+
+// metric_pairing = notebook: baselines are the mean over batches of each batch's mean (the
+// notebook's final_*_logit_diff), and the last batch's means and metrics are kept for its JSON.
+TEST(EapCell, NotebookPairingKeepsTheLastBatchAndAveragesBatchMeans) {
+  const eap::Graph g = eap::make_graph(2, 4);
+  const auto a = batch(g, {3.0, 5.0}, {1.0, 1.0}, 0.5f);  // batch means 4, 1
+  const auto b = batch(g, {7.0}, {2.0}, 0.25f);           // batch means 7, 2
+  const auto own = runner::reduce_cell(g, {&a, &b}, 5, false);
+  EXPECT_DOUBLE_EQ(own.baselines.clean_ld, 5.0);  // (3 + 5 + 7) / 3 prompts
+  const auto nb = runner::reduce_cell(g, {&a, &b}, 5, false, eap::MetricPairing::Notebook);
+  EXPECT_DOUBLE_EQ(nb.baselines.clean_ld, 5.5);   // (4 + 7) / 2 batches
+  EXPECT_DOUBLE_EQ(nb.baselines.corrupt_ld, 1.5);
+  EXPECT_EQ(nb.baselines.n_prompts, 3);
+  // The last batch (b): its means, normalised with the cell's baselines.
+  EXPECT_DOUBLE_EQ(nb.last_batch.clean_ld, 7.0);
+  EXPECT_DOUBLE_EQ(nb.last_batch.corrupt_ld, 2.0);
+  EXPECT_NEAR(nb.last_batch.clean_metric, (7.0 - 1.5) / 4.0, 1e-12);
+  EXPECT_NEAR(nb.last_batch.corrupt_metric, (2.0 - 1.5) / 4.0, 1e-12);
+  // The cell's metrics stay the mean over batches.
+  EXPECT_NEAR(nb.clean_metric, ((4.0 - 1.5) / 4.0 + (7.0 - 1.5) / 4.0) / 2, 1e-12);
+  // Batch order decides which batch is last.
+  const auto swapped = runner::reduce_cell(g, {&b, &a}, 5, false, eap::MetricPairing::Notebook);
+  EXPECT_DOUBLE_EQ(swapped.last_batch.clean_ld, 4.0);
+  ASSERT_FALSE(nb.edges.empty());
+  for (const auto& e : nb.edges) {
+    const double raw = (a.scores[size_t(e.up) * g.n_downstream() + e.down] + b.scores[size_t(e.up) * g.n_downstream() + e.down]) / 2;
+    EXPECT_NEAR(e.score, raw / 4.0, 1e-7);  // normalised by the notebook's LD_clean - LD_corr
   }
 }
 

@@ -21,6 +21,7 @@
 #include "model/make.hpp"
 #include "model/model.hpp"
 #include "reference_forward.hpp"
+#include "util/error.hpp"
 
 namespace {
 
@@ -168,28 +169,43 @@ double max_abs_score(const eap::BatchScores& s) {
 
 std::string edge_name(const eap::Graph& g, int u, int v) { return g.upstream[u] + " -> " + g.downstream[v]; }
 
+// The notebook's metric on a reference run: mean over prompts i and broadcast pairs j of
+// L_i[clean_j] - L_i[corrupt_j] at the last position.
+double ref_notebook_mean_ld(const RefRun& r, const eap::MetricPairs& pairs) {
+  const at::Tensor last = r.logits.select(1, r.logits.size(1) - 1);  // [B,V]
+  double s = 0;
+  for (size_t j = 0; j < pairs.clean.size(); ++j)
+    s += (last.select(1, pairs.clean[j]) - last.select(1, pairs.corrupt[j])).mean().item<double>();
+  return s / pairs.clean.size();
+}
+
 // Everything one batch needs: the model's scores and the reference's clean and corrupt runs.
 struct Fixture {
   model::Model m;
   eap::Graph g;
   Batch b;
   bool broadcast = false;
+  eap::MetricPairing pairing;
+  eap::MetricPairs pairs;  // notebook pairing: the broadcast pairs
   eap::BatchScores s;
   RefRun clean, corrupt;
   double M0 = 0;
 
-  Fixture(model::Model model, eap::GraphOptions go, Batch batch, eap::MetricPairing pairing = eap::MetricPairing::Own)
-      : m(std::move(model)), b(std::move(batch)) {
+  Fixture(model::Model model, eap::GraphOptions go, Batch batch, eap::MetricPairing pairing_ = eap::MetricPairing::Own,
+          eap::MetricPairs pairs_ = {})
+      : m(std::move(model)), b(std::move(batch)), pairing(pairing_), pairs(std::move(pairs_)) {
     g = eap::make_graph(m.config.n_layers, m.config.n_heads, go);
     broadcast = pairing == eap::MetricPairing::BatchBroadcast;
     eap::ScoreOptions so;
     so.pairing = pairing;
+    so.broadcast = pairs;
     s = eap::score_batch(m, g, b.in, so);
     clean = reference_forward(m, b.clean);
     corrupt = reference_forward(m, b.corrupt);
     M0 = mean_ld(clean);
   }
   double mean_ld(const RefRun& r) const {
+    if (pairing == eap::MetricPairing::Notebook) return ref_notebook_mean_ld(r, pairs);
     return eap_test::ref_mean_ld(r, b.in.clean_answer, b.in.corrupt_answer, broadcast);
   }
   // M on the clean prompts with `dir` added to every node of `nodes`.
@@ -340,6 +356,27 @@ TEST(EapDirectional, LlamaWithRopeScaling) {
 TEST(EapDirectional, BatchBroadcastPairing) {
   const Fixture fx(make_model(Family::Qwen2, 9), with_io(), make_batch(4, 7, 24), eap::MetricPairing::BatchBroadcast);
   check_directional(fx, sample_edges(fx, 4), "qwen2 batch_broadcast");
+}
+
+// metric_pairing = notebook: the gradient is that of the broadcast over another batch's pairs
+// (here 5 pairs for a batch of 4, as the cell's last batch would give), every edge kind.
+TEST(EapDirectional, NotebookPairingAgainstAnotherBatchsPairs) {
+  const Batch last = make_batch(5, 8, 26);
+  const eap::MetricPairs pairs{last.in.clean_answer, last.in.corrupt_answer};
+  const Fixture fx(make_model(Family::GptNeo, 3), with_io(), make_batch(4, 8, 25), eap::MetricPairing::Notebook, pairs);
+  check_directional(fx, sample_edges(fx, 5), "gpt_neo notebook");
+  // What it records is own-paired (the notebook's baselines), not the broadcast it differentiates.
+  const auto own_c = eap_test::ref_logit_diffs(fx.clean, fx.b.in.clean_answer, fx.b.in.corrupt_answer, false);
+  const auto own_r = eap_test::ref_logit_diffs(fx.corrupt, fx.b.in.clean_answer, fx.b.in.corrupt_answer, false);
+  ASSERT_EQ(fx.s.clean_ld.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_NEAR(fx.s.clean_ld[i], own_c[i], 1e-10);
+    EXPECT_NEAR(fx.s.corrupt_ld[i], own_r[i], 1e-10);
+  }
+  EXPECT_GT(std::fabs(ref_notebook_mean_ld(fx.clean, pairs) - eap_test::ref_mean_ld(fx.clean, fx.b.in.clean_answer,
+                                                                                      fx.b.in.corrupt_answer, false)),
+            1e-6)
+      << "the broadcast must differ from the own pairing, or this test could not tell them apart";
 }
 
 TEST(EapDirectional, InputAndLogitsNodesDoNotChangeOtherScores) {
@@ -510,6 +547,43 @@ TEST(EapOptions, DownstreamHeadsNoneIsTheMlpColumnsOfQkv) {
             << model::family_name(f) << " " << qkv.g.upstream[u] << " -> mlp." << l;
     EXPECT_EQ(mlp_only.s.clean_ld, qkv.s.clean_ld);
   }
+}
+
+// Scored against its own pairs (a cell of one batch: the batch is the last one), notebook is
+// batch_broadcast's gradient with own-paired records; against another batch's pairs it differs.
+TEST(EapOptions, NotebookPairingOnItsOwnPairsIsBatchBroadcast) {
+  const model::Model m = make_model(Family::Qwen2);
+  const Batch b = make_batch(4, 7, 77);
+  const eap::MetricPairs own{b.in.clean_answer, b.in.corrupt_answer};
+  const Fixture nb(m, {}, b, eap::MetricPairing::Notebook, own), bb(m, {}, b, eap::MetricPairing::BatchBroadcast),
+      ow(m, {}, b);
+  const double smax = max_abs_score(bb.s);
+  ASSERT_GT(smax, 1e-6);
+  for (size_t e = 0; e < bb.s.scores.size(); ++e) EXPECT_NEAR(nb.s.scores[e], bb.s.scores[e], 1e-6 * smax);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_DOUBLE_EQ(nb.s.clean_ld[i], ow.s.clean_ld[i]);
+    EXPECT_DOUBLE_EQ(nb.s.corrupt_ld[i], ow.s.corrupt_ld[i]);
+  }
+  const Batch other = make_batch(4, 7, 78);
+  const Fixture nb2(m, {}, b, eap::MetricPairing::Notebook, {other.in.clean_answer, other.in.corrupt_answer});
+  double moved = 0;
+  for (size_t e = 0; e < bb.s.scores.size(); ++e) moved = std::max(moved, double(std::fabs(nb2.s.scores[e] - bb.s.scores[e])));
+  EXPECT_GT(moved, 1e-3 * smax);
+}
+
+TEST(EapOptions, NotebookPairingWithoutPairsIsAnInputError) {
+  const model::Model m = make_model(Family::GptNeo);
+  const Batch b = make_batch(2, 5, 79);
+  const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads);
+  eap::ScoreOptions so;
+  so.pairing = eap::MetricPairing::Notebook;
+  EXPECT_THROW(eap::score_batch(m, g, b.in, so), InputError);
+  so.broadcast = {{1, 2}, {3}};
+  EXPECT_THROW(eap::score_batch(m, g, b.in, so), InputError);
+  so.broadcast = {{1, kVocab}, {3, 4}};
+  EXPECT_THROW(eap::score_batch(m, g, b.in, so), InputError);
+  so.broadcast = {{1, 2}, {3, 4}};
+  EXPECT_NO_THROW(eap::score_batch(m, g, b.in, so));
 }
 
 // The same weights run in float32 and float64 give the same scores to float32 accuracy.
