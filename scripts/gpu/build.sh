@@ -12,7 +12,7 @@
 #   --python       the Python that holds torch (default: $TEAP_PYTHON, else python3 on PATH)
 #   --torch-cmake  LibTorch's CMake folder (default: that Python's torch.utils.cmake_prefix_path)
 #   --cuda-root    the CUDA toolkit (default: two levels above nvcc); 'none' builds without NCCL
-#   --targets      what to build (default: everything, tests included)
+#   --targets      what to build (default: "all bench_eap": everything, tests and the benchmark)
 #
 # On the Debian build machine the same script builds against Debian's LibTorch:
 #   scripts/gpu/build.sh --torch-cmake /usr/lib/x86_64-linux-gnu/cmake --cuda-root none --build build-gpu-test
@@ -26,7 +26,7 @@ python=${TEAP_PYTHON:-python3}
 torch_cmake=""
 cuda_root=""
 jobs=$(nproc 2>/dev/null || echo 2)
-targets=""
+targets="all bench_eap"
 while (($#)); do
   case $1 in
     --bundle) bundle=${2:?--bundle needs a folder}; shift 2 ;;
