@@ -159,6 +159,7 @@ def compare(ref, got, tol, k):
     nb = len(ref["batches"])
     summary = (f"score err {rel:.2e}, LD err {ld_rel:.2e} (tol {tol:g}); top-{k} same in {top_same}/{nb} batches"
                + (f", tied in {top_tied}" if top_tied else "") + f"; {edges}")
+    compare.last = (rel, ld_rel)
     return not problems, summary, problems + details
 
 
@@ -182,7 +183,7 @@ def main():
         if not (os.path.isdir(a.ref) and os.path.isdir(a.got)):
             die("give two sweep folders or two --scores-out files, not one of each")
         refs, gots = load_sweep(a.ref), load_sweep(a.got)
-        bad = 0
+        bad, worst, worst_ld = 0, 0.0, 0.0
         for cell, ref in refs.items():
             if cell not in gots:
                 print(f"FAIL {label}{cell}: missing from {a.got}")
@@ -196,6 +197,11 @@ def main():
             else:
                 print(f"{label}{cell}: {summary}")
             bad += not ok
+            worst, worst_ld = max(worst, compare.last[0]), max(worst_ld, compare.last[1])
+        units = sum(len(j["batches"]) for j in refs.values())
+        verdict = "PASS" if not bad else "FAIL"
+        print(f"{verdict} {label}{len(refs) - bad}/{len(refs)} cells ({units} units) agree: max score err "
+              f"{worst:.2e}, LD err {worst_ld:.2e} (tol {a.tol:g})")
         return 0 if a.measure or not bad else 1
     ref, got = load(a.ref), load(a.got)
     ok, summary, lines = compare(ref, got, a.tol, a.top)

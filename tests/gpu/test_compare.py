@@ -131,3 +131,31 @@ def test_logits_against_project_reference(runs):
     r = run([PY, HF, "logits", str(runs["dir"] / "nothing"), "--bin", env("TEAP_BIN"), "--dump-logits",
              env("TEAP_DUMP_LOGITS"), "--reference", "project"])
     assert r.returncode == 2 and "no config.json" in r.stderr
+
+
+def sweep(runs, name):
+    """A 4-unit sweep of the fixture's model on one rank (scripts/gpu/cases.sh's job)."""
+    out = str(runs["dir"] / name)
+    job = str(runs["dir"] / f"{name}.toml")
+    r = run(["bash", "-c", f'source "{ROOT}/scripts/gpu/cases.sh" && write_job "$@"', "write_job", job, out,
+             runs["model"], "cpu", "1"])
+    assert r.returncode == 0, r.stderr
+    r = run([env("TEAP_BIN"), "run", job])
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out
+
+
+def test_sweep_folders(runs):
+    h5py = pytest.importorskip("h5py")
+    a, b = sweep(runs, "sweep_a"), sweep(runs, "sweep_b")
+    r = run([PY, SCORES, a, b])
+    assert r.returncode == 0 and "PASS 2/2 cells (4 units) agree" in r.stdout, r.stdout + r.stderr
+    unit = os.path.join(b, "units", sorted(os.listdir(os.path.join(b, "units")))[0], "b00001.h5")
+    with h5py.File(unit, "r+") as f:
+        s = f["scores"][()]
+        s.flat[abs(s).argmax()] *= 1.01
+        f["scores"][...] = s
+    r = run([PY, SCORES, a, b])
+    assert r.returncode == 1 and "1/2 cells (4 units) agree" in r.stdout, r.stdout
+    r = run([PY, SCORES, a, runs["a"]])
+    assert r.returncode == 2 and "not one of each" in r.stderr
