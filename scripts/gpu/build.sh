@@ -57,8 +57,12 @@ if [ ! -f "$stamp" ]; then
       dpkg -x "$deb" "$prefix"
     else  # no dpkg: a .deb is an ar archive whose data.tar.* holds the files
       member=$(ar t "$deb" | grep '^data\.tar') || { echo "gpu-build: $deb: no data.tar member" >&2; exit 1; }
-      ar p "$deb" "$member" | tar -x -a -f - -C "$prefix" 2>/dev/null ||
-        ar p "$deb" "$member" | tar -xJ -C "$prefix"
+      case $member in
+        *.xz) ar p "$deb" "$member" | tar -xJ -C "$prefix" ;;
+        *.zst) ar p "$deb" "$member" | zstd -dc | tar -x -C "$prefix" ;;
+        *.gz) ar p "$deb" "$member" | tar -xz -C "$prefix" ;;
+        *) ar p "$deb" "$member" | tar -x -C "$prefix" ;;
+      esac
     fi
     n=$((n + 1))
   done

@@ -87,8 +87,10 @@ have_hf=0
   2>&1 | tee -a "$work/logs/machine.txt" || true
 
 echo "== 1 checkpoints"
-tar -C "$work" -xJf "$bundle/tokenizers.tar.xz"
-tar -C "$work/models" -xJf "$bundle/demo-model.tar.xz"
+# untar ARCHIVE DIR: tar with xz, else Python's tarfile (a machine without xz).
+untar() { tar -C "$2" -xJf "$1" 2>/dev/null || "$python" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$1" "$2"; }
+untar "$bundle/tokenizers.tar.xz" "$work"
+untar "$bundle/demo-model.tar.xz" "$work/models"
 tok="$work/tokenizers"
 for c in "${CASES[@]}"; do
   read -r name family tokname opts <<<"$c"

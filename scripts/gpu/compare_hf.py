@@ -62,10 +62,22 @@ def our_ids(binary, model_dir, positions):
     return rows
 
 
-def hf_ids(model_dir):
-    from tokenizers import Tokenizer  # Hugging Face tokenizers
+def hf_tokenizer(folder):
+    """Hugging Face tokenizers' own: tokenizer.json, else GPT-2's vocab.json + merges.txt (the files
+    make-model and train copy for GPT-Neo) as a byte-level BPE without a prefix space."""
+    import tokenizers
 
-    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    path = os.path.join(folder, "tokenizer.json")
+    if os.path.isfile(path):
+        return tokenizers.Tokenizer.from_file(path)
+    vocab, merges = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+    if not (os.path.isfile(vocab) and os.path.isfile(merges)):
+        die(f"{folder}: neither tokenizer.json nor vocab.json + merges.txt")
+    return tokenizers.ByteLevelBPETokenizer(vocab, merges, add_prefix_space=False)
+
+
+def hf_ids(model_dir):
+    tok = hf_tokenizer(model_dir)
     return [tok.encode(t, add_special_tokens=True).ids for t in TEXTS]
 
 
@@ -136,12 +148,9 @@ def cmd_logits(a):
 
 
 def cmd_tokens(a):
-    from tokenizers import Tokenizer
-
-    path = os.path.join(a.tokenizer_dir, "tokenizer.json")
-    if not os.path.isfile(path):
-        die(f"{path}: not found")
-    tok = Tokenizer.from_file(path)
+    if not os.path.isdir(a.tokenizer_dir):
+        die(f"{a.tokenizer_dir}: not a folder")
+    tok = hf_tokenizer(a.tokenizer_dir)
     try:
         with open(a.corpus, encoding="utf-8") as f:
             # Split on "\n" only, as hf_reference.mjs: U+2028 may appear raw inside a JSON string.
