@@ -1,14 +1,19 @@
 // Benchmark (not a test): forward throughput, checkpoint load time, and the cost of one EAP batch
 // against one inference forward pass, for the BM1 shape and small Qwen2- and Llama-shaped models.
-// Every ratio is measured within this one run. Usage: bench_eap [--quick] [--threads N]
+// Every ratio is measured within this one run.
+// Usage: bench_eap [--quick] [--threads N] [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16]
+// On CUDA the times include the copy of each batch's scores back to the host (as in a sweep); the
+// peak MiB column is host memory only.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -58,9 +63,33 @@ model::ModelConfig config_of(const Shape& s) {
 
 int main(int argc, char** argv) {
   bool quick = false;
+  model::LoadOptions lo;
+  auto usage = [](const std::string& why) {
+    std::cerr << "bench_eap: " << why
+              << "\nusage: bench_eap [--quick] [--threads N] [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16]\n";
+    std::exit(2);
+  };
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) at::set_num_threads(std::atoi(argv[++i]));
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--quick") {
+      quick = true;
+    } else if (arg == "--threads" && has_value) {
+      const int n = std::atoi(argv[++i]);
+      if (n < 1) usage(std::string("--threads: not a positive number: '") + argv[i] + "'");
+      at::set_num_threads(n);
+    } else if (arg == "--device" && has_value) {
+      lo.device = argv[++i];
+      if (lo.device != "cpu" && lo.device.rfind("cuda", 0) != 0) usage("--device: cpu, cuda or cuda:N, not '" + lo.device + "'");
+    } else if (arg == "--dtype" && has_value) {
+      lo.dtype = argv[++i];
+      if (lo.dtype != "float32" && lo.dtype != "bfloat16") usage("--dtype: float32 or bfloat16, not '" + lo.dtype + "'");
+    } else if (arg == "-h" || arg == "--help") {
+      std::cout << "usage: bench_eap [--quick] [--threads N] [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16]\n";
+      return 0;
+    } else {
+      usage("unknown or incomplete argument '" + arg + "'");
+    }
   }
   const int reps = quick ? 1 : 3;
   const int B = 30, P = 35;
@@ -69,7 +98,8 @@ int main(int argc, char** argv) {
       {"qwen2-small (8x8/2, d512)", model::Family::Qwen2, 8, 8, 2, 512, 2816, 151936},
       {"llama-small (8x8/2, d512)", model::Family::Llama, 8, 8, 2, 512, 2048, 128256},
   };
-  std::printf("threads: %d (intra-op), batch %d prompts x %d tokens, float32, CPU\n", at::get_num_threads(), B, P);
+  std::printf("threads: %d (intra-op), batch %d prompts x %d tokens, %s, %s\n", at::get_num_threads(), B, P,
+              lo.dtype.c_str(), lo.device.c_str());
   std::printf("%-28s %9s %12s %10s %10s %7s %9s %11s %9s\n", "model", "load s", "fwd tok/s", "fwd s", "eap s", "ratio",
               "peak MiB", "per-prompt s", "speed-up");
   const auto tmp = std::filesystem::temp_directory_path() / "teap_bench_model";
@@ -79,7 +109,7 @@ int main(int argc, char** argv) {
     std::filesystem::remove_all(tmp);
     model::save_model(model::random_model(c, 1), tmp.string());
     model::Model m;
-    const double load_s = best_of(1, [&] { m = model::load_model(tmp.string()); });
+    const double load_s = best_of(1, [&] { m = model::load_model(tmp.string(), lo); });
 
     at::Generator gen = at::detail::createCPUGenerator(7);
     const at::Tensor ids = at::randint(0, s.vocab, {B, P}, gen, at::kLong);

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "cli/cell_options.hpp"
 #include "cli/cell_result.hpp"
@@ -26,7 +27,7 @@ namespace teap::cli {
 Run add_attribute_command(CLI::App& app) {
   struct Args {
     CellArgs cell;
-    std::string model, tokenizer, revision, device = "cpu", dtype = "float32";
+    std::string model, tokenizer, revision, device = "cpu", dtype = "float32", scores_out;
     std::string downstream_heads = "qkv", pairing = "own", json;
     int top_n = 10, threads = 0, model_number = 0, commandset = 0;
     bool trim = false, signed_rank = false, input_node = false, logits_node = false;
@@ -56,6 +57,9 @@ Run add_attribute_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::Range(0, 3));
   sub->add_flag("--input-node", a->input_node, "add the embedding as an upstream node");
   sub->add_flag("--logits-node", a->logits_node, "add the final residual stream as a downstream node");
+  sub->add_option("--scores-out", a->scores_out,
+                  "also write every batch's raw scores, LDs and the consistent edges, unrounded, as JSON "
+                  "(scripts/gpu/compare_scores.py compares two such files)");
   return [a] {
     const tinysql::CellSettings cell = cell_settings(a->cell);
     const uint64_t seed = parse_seed(a->cell.seed);
@@ -138,6 +142,41 @@ Run add_attribute_command(CLI::App& app) {
       x["program_version"] = TEAP_VERSION;
       write_file_atomic(a->json, report::dump_python_json(report::to_json(res)));
       std::printf("%s\n", a->json.c_str());
+    }
+    if (!a->scores_out.empty()) {
+      nlohmann::ordered_json j;
+      j["model"] = path;
+      j["model_type"] = m.config.model_type;
+      j["device"] = a->device;
+      j["dtype"] = a->dtype;
+      j["cell"] = tinysql::cell_key_string(cell);
+      j["seed"] = seed;
+      j["top_n"] = a->top_n;
+      j["upstream"] = g.upstream;
+      j["downstream"] = g.downstream;
+      j["valid"] = g.valid;
+      nlohmann::ordered_json batches = nlohmann::ordered_json::array();
+      for (const auto& r : results) {
+        nlohmann::ordered_json b;
+        b["n_prompts"] = r.n_prompts;
+        b["n_positions"] = r.n_positions;
+        b["clean_correct"] = r.clean_correct;
+        b["clean_ld"] = r.clean_ld;
+        b["corrupt_ld"] = r.corrupt_ld;
+        b["scores"] = r.scores;  // [n_upstream * n_downstream] row-major, raw (unnormalised)
+        batches.push_back(std::move(b));
+      }
+      j["batches"] = std::move(batches);
+      j["baselines"] = {{"clean_ld", cr.baselines.clean_ld}, {"corrupt_ld", cr.baselines.corrupt_ld}};
+      j["clean_metric"] = cr.clean_metric;
+      j["corrupt_metric"] = cr.corrupt_metric;
+      j["clean_accuracy"] = cr.clean_accuracy;
+      nlohmann::ordered_json edges = nlohmann::ordered_json::array();
+      for (const auto& e : cr.edges)
+        edges.push_back({{"up", g.upstream[e.up]}, {"down", g.downstream[e.down]}, {"score", e.score}});
+      j["edges"] = std::move(edges);
+      write_file_atomic(a->scores_out, j.dump() + "\n");
+      std::printf("scores written to %s\n", a->scores_out.c_str());
     }
   };
 }
