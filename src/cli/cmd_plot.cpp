@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -82,11 +83,29 @@ Run add_plot_command(CLI::App& app) {
     std::vector<report::LoadedResult> results;
     for (const auto& f : a->files) results.push_back(report::read_result(f));
     const std::string js = html ? report::load_plotly_js() : "";
-    if (!a->out.empty()) fs::create_directories(a->out);
-    for (size_t i = 0; i < a->files.size(); ++i) {
-      const fs::path in(a->files[i]);
+    if (!a->out.empty()) {
+      std::error_code ec;
+      fs::create_directories(a->out, ec);
+      if (ec || !fs::is_directory(a->out))
+        throw InputError("--out " + a->out + ": cannot be created as a folder (" +
+                         (ec ? ec.message() : std::string("a file is in the way")) + ")");
+    }
+    // Where each input's pictures go; two inputs may not share one (the second would overwrite).
+    std::vector<fs::path> stems;
+    std::map<std::string, std::string> taken;
+    for (const auto& f : a->files) {
+      const fs::path in(f);
       const fs::path dir = a->out.empty() ? (in.has_parent_path() ? in.parent_path() : fs::path(".")) : fs::path(a->out);
-      const std::string stem = in.extension() == ".json" ? in.stem().string() : in.filename().string();
+      stems.push_back(dir / (in.extension() == ".json" ? in.stem().string() : in.filename().string()));
+      const std::string key = fs::weakly_canonical(stems.back()).string();
+      if (taken.count(key))
+        throw InputError(f + ": its pictures would overwrite those of " + taken[key] + " (" + stems.back().string() +
+                         ".*): give the files other names or draw them separately");
+      taken[key] = f;
+    }
+    for (size_t i = 0; i < a->files.size(); ++i) {
+      const fs::path dir = stems[i].parent_path();
+      const std::string stem = stems[i].filename().string();
       const report::Sankey s = report::build_sankey(results[i].edges);
       const report::PageInfo info = page_info(a->files[i], results[i]);
       if (html) {

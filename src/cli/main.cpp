@@ -5,6 +5,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <string>
 
@@ -75,6 +76,17 @@ int main(int argc, char** argv) {
   } catch (const teap::InputError& e) {
     std::fprintf(stderr, "tinysql-eap: error: %s\n", e.what());
     return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path the user gave that is in the way (a file where a folder must go, a missing parent,
+    // no permission) is bad input; anything else (a full disk) is a failure.
+    const std::error_code c = e.code();
+    const bool input = c == std::errc::not_a_directory || c == std::errc::file_exists || c == std::errc::is_a_directory ||
+                       c == std::errc::no_such_file_or_directory || c == std::errc::permission_denied ||
+                       c == std::errc::read_only_file_system;
+    std::string where = e.path1().string();
+    if (!e.path2().empty()) where += " -> " + e.path2().string();
+    std::fprintf(stderr, "tinysql-eap: %s: %s: %s\n", input ? "error" : "failure", where.c_str(), c.message().c_str());
+    return input ? 2 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tinysql-eap: failure: %s\n", e.what());
     return 1;

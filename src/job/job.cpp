@@ -192,6 +192,10 @@ Job load_job(const std::string& path) {
   check(s.downstream_heads == "qkv" || s.downstream_heads == "none", "downstream_heads", "'" + s.downstream_heads + "' is not qkv or none");
   check(s.metric_pairing == "own" || s.metric_pairing == "batch_broadcast" || s.metric_pairing == "notebook",
         "metric_pairing", "'" + s.metric_pairing + "' is not own, batch_broadcast or notebook");
+  // Each member of a group sees only its share of the batch, so it cannot average over all of the
+  // batch's pairs: refused rather than computed differently from one rank.
+  check(!(s.metric_pairing == "batch_broadcast" && s.group_size > 1), "group_size",
+        "metric_pairing batch_broadcast needs the whole batch on one rank: use group_size = 1");
   check(s.model_variant == "auto" || s.model_variant == "plain" || s.model_variant == "synonym", "model_variant",
         "'" + s.model_variant + "' is not auto, plain or synonym");
 

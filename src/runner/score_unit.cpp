@@ -135,6 +135,9 @@ UnitOutcome run_score_unit(const UnitEnv& env, Workspace& ws, const UnitRef& uni
     const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads, go);
     eap::ScoreOptions so;
     so.pairing = eap::parse_metric_pairing(s.metric_pairing, job.path);
+    // The notebook scored every batch against its cell's last batch's pairs (eap.md).
+    if (so.pairing == eap::MetricPairing::Notebook)
+      so.broadcast = notebook_metric_pairs(*ws.tok, cell.prompts, s.seed, s.batches, s.batch_size);
     if (group.size() > 1) {
       so.weight = double(part.n_prompts) / B;
       so.sum_scores = [&](void* data, size_t n, bool is_double, bool on_cuda) {

@@ -28,7 +28,13 @@ void write_file_atomic(const std::string& path, const std::string& data) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(tmp + ": cannot create: " + std::strerror(errno));
+    if (!out) {
+      const int e = errno;
+      // A folder that is missing, a file, or not ours is a path the user gave: bad input.
+      if (e == ENOTDIR || e == ENOENT || e == EACCES || e == EROFS || e == EISDIR)
+        fail_input(path, std::string("cannot be written: ") + std::strerror(e));
+      throw std::runtime_error(tmp + ": cannot create: " + std::strerror(e));
+    }
     out.write(data.data(), static_cast<std::streamsize>(data.size()));
     out.flush();
     if (!out) {
@@ -40,6 +46,8 @@ void write_file_atomic(const std::string& path, const std::string& data) {
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
     std::remove(tmp.c_str());
+    if (ec == std::errc::is_a_directory || ec == std::errc::directory_not_empty || ec == std::errc::file_exists)
+      fail_input(path, "cannot be written: a folder is in the way");
     throw std::runtime_error(path + ": cannot rename into place: " + ec.message());
   }
 }

@@ -208,3 +208,31 @@ def test_status_validates_the_manifest(reference, tmp_path):
     (out / "sweep.json").write_text(json.dumps(m))
     line = one_error_line(call("status", out))
     assert re.search(r"sweep\.json: cells\[0\]\.n_batches: 1000000000000 is not a batch count", line), line
+
+
+def test_paths_in_the_way_are_named(model, reference, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way\n")
+    # make-model into a folder under a file
+    line = one_error_line(call("make-model", "--family", "gpt_neo", "--layers", "1", "--heads", "2", "--d-model", "16",
+                               "--vocab-from", os.path.join(os.environ["TEAP_TOKENIZERS"], "gpt2"), "--out", blocker / "m"))
+    assert str(blocker) in line, line
+    # reduce where a cell's folder is a file
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    shutil.rmtree(out / "cells" / CELL)
+    (out / "cells" / CELL).write_text("in the way\n")
+    line = one_error_line(call("reduce", out))
+    assert str(out / "cells" / CELL) in line, line
+    # plot --out a file, and two inputs whose pictures would overwrite each other
+    results = sorted((reference / "cells" / CELL).glob("*.json"))
+    assert results
+    line = one_error_line(call("plot", "--out", blocker, results[0]))
+    assert str(blocker) in line, line
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    shutil.copy(results[0], twin / results[0].name)
+    pictures = tmp_path / "pictures"
+    line = one_error_line(call("plot", "--out", pictures, results[0], twin / results[0].name))
+    assert "would overwrite" in line and str(results[0]) in line, line
+    assert not pictures.exists() or not any(pictures.iterdir())
