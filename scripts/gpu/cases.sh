@@ -38,6 +38,7 @@ dtype = "float32"
 device = "$4"
 threads = 1
 group_size = $5
+any_architecture = true
 
 [models.BM1]
 cs1 = "$3"

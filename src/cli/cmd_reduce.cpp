@@ -22,6 +22,7 @@
 #include "report/notebook_json.hpp"
 #include "report/sankey.hpp"
 #include "report/summary.hpp"
+#include "eap/quality.hpp"
 #include "runner/folder.hpp"
 #include "runner/plan.hpp"
 #include "runner/unit.hpp"
@@ -113,7 +114,44 @@ eap::Graph graph_of(const io::UnitRecord& u, const std::string& path, const std:
 
 }  // namespace
 
-std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool signed_rank, bool shared_plotly) {
+// The quality thresholds: the sweep's (the job's [quality], kept in the manifest), then the options.
+eap::QualityThresholds quality_thresholds(const json& manifest, const std::string& manifest_path, const QualityOptions& o) {
+  eap::QualityThresholds t;
+  if (manifest.contains("quality")) {
+    const json& q = manifest["quality"];
+    auto take = [&](const char* key, double& v) {
+      if (!q.contains(key)) return;
+      if (!q[key].is_number()) fail_input(manifest_path, std::string("quality.") + key + ": not a number");
+      v = q[key].get<double>();
+    };
+    if (!q.is_object()) fail_input(manifest_path, "quality: not an object");
+    take("min_effect_vs_clean", t.min_effect_vs_clean);
+    take("min_effect_vs_spread", t.min_effect_vs_spread);
+    take("min_accuracy", t.min_accuracy);
+  }
+  if (o.min_effect_vs_clean) t.min_effect_vs_clean = *o.min_effect_vs_clean;
+  if (o.min_effect_vs_spread) t.min_effect_vs_spread = *o.min_effect_vs_spread;
+  if (o.min_accuracy) t.min_accuracy = *o.min_accuracy;
+  return t;
+}
+
+json quality_json(const eap::CellQuality& q, const eap::QualityThresholds& t) {
+  json j = {{"effect", q.effect},
+            {"effect_spread_over_batches", q.effect_spread},
+            {"ld_spread_over_prompts", q.ld_spread},
+            {"clean_accuracy", q.clean_accuracy},
+            {"flip_fraction", std::isfinite(q.flip_fraction) ? json(q.flip_fraction) : json(nullptr)},
+            {"flags", q.flags},
+            {"reasons", q.reasons},
+            {"thresholds",
+             {{"min_effect_vs_clean", t.min_effect_vs_clean},
+              {"min_effect_vs_spread", t.min_effect_vs_spread},
+              {"min_accuracy", t.min_accuracy}}}};
+  return j;
+}
+
+std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool signed_rank, bool shared_plotly,
+                         const QualityOptions& quality) {
   const std::string out = out_arg.size() > 1 && out_arg.back() == '/' ? out_arg.substr(0, out_arg.size() - 1) : out_arg;
   const std::string manifest_path = out + "/sweep.json";
   const std::string text = read_file(manifest_path);
@@ -123,6 +161,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
     fail_input(manifest_path, "not a sweep manifest (no 'cells' list)");
   const json& cells = manifest["cells"];
   if (cells.empty()) fail_input(manifest_path, "no cells: the sweep is empty");
+  const eap::QualityThresholds thresholds = quality_thresholds(manifest, manifest_path, quality);
 
   // First pass: what is on disk for every cell.
   struct Plan {
@@ -234,8 +273,17 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
       s.clean_ld = std::move(u.clean_ld);
       s.corrupt_ld = std::move(u.corrupt_ld);
       s.clean_correct = static_cast<int>(u.clean_correct);
+      s.clean_top = std::move(u.clean_top_token);
+      s.corrupt_top = std::move(u.corrupt_top_token);
       ptrs.push_back(&s);
     }
+    const eap::CellQuality q = eap::assess_cell(ptrs, thresholds);
+    p.s.quality_known = true;
+    p.s.effect = q.effect;
+    p.s.effect_spread = q.effect_spread;
+    p.s.flip_fraction = q.flip_fraction;
+    p.s.flags = q.flags;
+    for (const auto& why : q.reasons) p.s.problems.push_back(why);
     const eap::Baselines bl = eap::baselines(ptrs, pairing);
     int correct = 0, prompts = 0;
     for (const auto* s : ptrs) {
@@ -249,7 +297,6 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
     const fs::path dir = fs::path(out) / "cells" / p.s.id;
     if (bl.degenerate()) {
       p.s.status = report::CellStatus::Degenerate;
-      p.s.problems.push_back(bl.describe() + ": no normalised score (LD_clean - LD_corr is 0)");
       ++degenerate;
       continue;
     }
@@ -288,6 +335,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
     x["cell_id"] = p.s.id;
     x["settings_hash"] = p.settings_hash;
     x["program_version"] = TEAP_VERSION;
+    x["quality"] = quality_json(q, thresholds);
     const std::string json_name = report::result_file_name(res.metadata);
 
     report::PageInfo info;
@@ -298,9 +346,14 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
                   "LD clean " + fmt("%.4f", bl.clean_ld) + ", LD corrupt " + fmt("%.4f", bl.corrupt_ld) +
                       ", clean accuracy " + fmt("%.1f%%", 100 * r.clean_accuracy) + ", " + std::to_string(bl.n_prompts) +
                       " prompts",
+                  "Effect LD clean - LD corrupt " + fmt("%.4f", q.effect) + " (spread over batches " +
+                      fmt("%.3f", q.effect_spread) + "), top answer flips under corruption for " +
+                      (std::isfinite(q.flip_fraction) ? fmt("%.1f%%", 100 * q.flip_fraction) : std::string("(not recorded)")) +
+                      " of prompts",
                   std::to_string(r.edges.size()) + " edges in the top " + std::to_string(p.top_n) + " of all " +
                       std::to_string(p.s.n_batches) + " batches (ranked by " + (signed_rank ? "signed score" : "|score|") +
                       "); link width |mean normalised score|, blue positive, red negative"};
+    for (const auto& why : q.reasons) info.lines.insert(info.lines.begin(), "FLAGGED " + why);
     const report::Sankey sk = report::build_sankey(p.s.edges);
     fs::create_directories(dir);
     write_file_atomic((dir / json_name).string(), report::dump_python_json(report::to_json(res)));
@@ -321,6 +374,14 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
                    (top_n_override > 0 ? std::to_string(top_n_override) + " (--top-n)" : "the job's") + ", ranked by " +
                    (signed_rank ? "signed score" : "|score|") + "; consistent edges are in the top-n of every batch of the cell",
                std::string("Reduced by tinysql-eap ") + TEAP_VERSION + " at " + report::iso_timestamp_now()};
+  sum.include_flagged = quality.include_flagged;
+  sum.lines.push_back("Quality flags: low_effect when |LD_clean - LD_corr| < " + fmt("%g", thresholds.min_effect_vs_clean) +
+                      " x |LD_clean| or < " + fmt("%g", thresholds.min_effect_vs_spread) +
+                      " x the spread of LD over prompts; low_accuracy below " + fmt("%g", 100 * thresholds.min_accuracy) +
+                      "% clean accuracy" +
+                      (quality.include_flagged ? "; flagged cells are included in the comparisons (--include-flagged)"
+                                               : "; flagged cells are left out of the heatmap, its colour scale and the "
+                                                 "recurrence table (reduce --include-flagged puts them back)"));
   for (const Plan& p : plans) sum.cells.push_back(p.s);
   const std::string index = out + "/index.html";
   write_file_atomic(index, report::summary_html(sum));
@@ -355,7 +416,8 @@ Run add_reduce_command(CLI::App& app) {
   struct Args {
     std::string out;
     int top_n = 0;
-    bool signed_rank = false, shared_plotly = false;
+    bool signed_rank = false, shared_plotly = false, include_flagged = false;
+    double min_effect_vs_clean = 0, min_effect_vs_spread = 0, min_accuracy = 0;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand(
@@ -363,10 +425,30 @@ Run add_reduce_command(CLI::App& app) {
   sub->add_option("OUT", a->out, "sweep folder (holds sweep.json and units/)")->required();
   sub->add_option("--top-n", a->top_n, "edges kept per batch (default: the job's top_n)")->check(CLI::Range(1, 1 << 24));
   sub->add_flag("--signed", a->signed_rank, "rank by signed score instead of |score|");
+  CLI::Option* sub_min_effect_clean =
+      sub->add_option("--min-effect-vs-clean", a->min_effect_vs_clean,
+                      "low_effect below this fraction of |LD_clean| (default: the job's [quality], else 0.05)")
+          ->check(CLI::Range(0.0, 1e9));
+  CLI::Option* sub_min_effect_spread =
+      sub->add_option("--min-effect-vs-spread", a->min_effect_vs_spread,
+                      "low_effect below this fraction of the spread of LD over prompts (default: the job's, else 0.15)")
+          ->check(CLI::Range(0.0, 1e9));
+  CLI::Option* sub_min_accuracy = sub->add_option("--min-accuracy", a->min_accuracy,
+                                                  "low_accuracy below this clean accuracy, 0..1 (default: the job's, else 0.5)")
+                                      ->check(CLI::Range(0.0, 1.0));
+  sub->add_flag("--include-flagged", a->include_flagged,
+                "put flagged cells back into the heatmap, its colour scale and the recurrence table");
   sub->add_flag("--shared-plotly", a->shared_plotly,
                 "write plotly.min.js once as OUT/plotly.min.js and load it from there (pages then need that file "
                 "beside them) instead of putting 4.5 MB into every page");
-  return [a] { reduce_sweep(a->out, a->top_n, a->signed_rank, a->shared_plotly); };
+  return [a, sub_min_effect_clean, sub_min_effect_spread, sub_min_accuracy] {
+    QualityOptions q;
+    if (!sub_min_effect_clean->empty()) q.min_effect_vs_clean = a->min_effect_vs_clean;
+    if (!sub_min_effect_spread->empty()) q.min_effect_vs_spread = a->min_effect_vs_spread;
+    if (!sub_min_accuracy->empty()) q.min_accuracy = a->min_accuracy;
+    q.include_flagged = a->include_flagged;
+    reduce_sweep(a->out, a->top_n, a->signed_rank, a->shared_plotly, q);
+  };
 }
 
 }  // namespace teap::cli

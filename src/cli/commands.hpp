@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 
 namespace CLI {
@@ -30,6 +31,11 @@ Run add_plot_command(CLI::App& app);
 // The reducer behind `reduce` (cmd_reduce.cpp), callable at the end of `run`: writes the cells'
 // JSON and Sankey files and OUT/index.html, prints what is incomplete, returns the index path.
 // top_n 0 takes each cell's top_n from the manifest.
-std::string reduce_sweep(const std::string& out, int top_n = 0, bool signed_rank = false, bool shared_plotly = false);
+struct QualityOptions {
+  std::optional<double> min_effect_vs_clean, min_effect_vs_spread, min_accuracy;  // unset: the sweep's (job's [quality])
+  bool include_flagged = false;  // flagged cells join colour scales and cross-cell tables
+};
+std::string reduce_sweep(const std::string& out, int top_n = 0, bool signed_rank = false, bool shared_plotly = false,
+                         const QualityOptions& quality = {});
 
 }  // namespace teap::cli

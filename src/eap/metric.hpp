@@ -2,6 +2,7 @@
 // and the per-batch result that scoring produces and the reducer consumes (plain data, no LibTorch).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,8 @@ struct BatchScores {
   std::vector<double> clean_ld;
   std::vector<double> corrupt_ld;
   int clean_correct = 0;           // prompts whose top clean prediction is the clean answer
+  // [n_prompts] each run's top token at the last position (empty when not recorded: old files).
+  std::vector<int64_t> clean_top, corrupt_top;
   double clean_accuracy() const { return n_prompts ? double(clean_correct) / n_prompts : 0.0; }
 };
 

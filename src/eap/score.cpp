@@ -46,6 +46,11 @@ LogitDiffs logit_diff(const model::Model& m, const at::Tensor& hidden, const at:
   return {l.narrow(1, 2, K).mean(1) - l.narrow(1, 2 + K, K).mean(1), l.select(1, 0) - l.select(1, 1)};
 }
 
+std::vector<int64_t> to_ids(const at::Tensor& t) {
+  const at::Tensor c = t.detach().to(at::kCPU, at::kLong).contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
 std::vector<double> to_vector(const at::Tensor& t) {
   const at::Tensor c = t.detach().to(at::kCPU, at::kDouble).contiguous();
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
@@ -180,7 +185,9 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     const at::Tensor last = model::full_logits(m, hidden.detach().narrow(1, Ps - 1, 1)).squeeze(1);  // [B,V]
     const at::Tensor expected =
         in.expected.empty() ? clean_tok : as_tensor(in.expected, B, 1).view({-1}).to(m.device);
-    out.clean_correct = static_cast<int>((last.argmax(-1) == expected).sum().item<int64_t>());
+    const at::Tensor top = last.argmax(-1);
+    out.clean_correct = static_cast<int>((top == expected).sum().item<int64_t>());
+    out.clean_top = to_ids(top);
     clock.lap(&ScoreProfile::accuracy);
   }
 
@@ -189,6 +196,8 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     at::NoGradGuard no_grad;
     const at::Tensor hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &corrupt, start, before);
     out.corrupt_ld = to_vector(logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast).recorded);
+    // The corrupt run's top answer: a prompt "flips" when it differs from the clean one.
+    out.corrupt_top = to_ids(model::full_logits(m, hidden.narrow(1, Ps - 1, 1)).squeeze(1).argmax(-1));
   }
   clock.lap(&ScoreProfile::corrupt_forward);
   // Both records cover positions [start, P): N = B * Ps rows of d features.

@@ -110,6 +110,13 @@ void write_unit(const std::string& path, const UnitRecord& u) {
       w.dataset("answer_token_id", H5T_NATIVE_INT64, {B}, u.answer_token.data());
       w.strings("clean_word", u.clean_word);
       w.strings("corrupt_word", u.corrupt_word);
+      if (!u.clean_top_token.empty() || !u.corrupt_top_token.empty()) {
+        if (u.clean_top_token.size() != B || u.corrupt_top_token.size() != B)
+          throw std::invalid_argument(path + ": top tokens for " + std::to_string(u.clean_top_token.size()) + " and " +
+                                      std::to_string(u.corrupt_top_token.size()) + " prompts, expected " + std::to_string(B));
+        w.dataset("clean_top_token", H5T_NATIVE_INT64, {B}, u.clean_top_token.data());
+        w.dataset("corrupt_top_token", H5T_NATIVE_INT64, {B}, u.corrupt_top_token.data());
+      }
       w.attr("format", kUnitFormat);
       for (const auto& [k, v] : u.text_attrs) w.attr(k, v);
       for (const auto& [k, v] : u.int_attrs) w.attr(k.c_str(), H5T_NATIVE_INT64, &v);
@@ -263,6 +270,10 @@ UnitRecord read_unit(const std::string& path) {
   u.clean_token = r.read<int64_t>("clean_token_id", H5T_NATIVE_INT64, {B});
   u.corrupt_token = r.read<int64_t>("corrupt_token_id", H5T_NATIVE_INT64, {B});
   u.answer_token = r.read<int64_t>("answer_token_id", H5T_NATIVE_INT64, {B});
+  if (H5Lexists(file, "clean_top_token", H5P_DEFAULT) > 0) {  // absent in files of earlier versions
+    u.clean_top_token = r.read<int64_t>("clean_top_token", H5T_NATIVE_INT64, {B});
+    u.corrupt_top_token = r.read<int64_t>("corrupt_top_token", H5T_NATIVE_INT64, {B});
+  }
   u.clean_word = r.strings("clean_word", B);
   u.corrupt_word = r.strings("corrupt_word", B);
   return u;

@@ -24,6 +24,9 @@ struct UnitRecord {
   std::vector<int64_t> clean_ids, corrupt_ids;  // [n_prompts * n_positions] model inputs
   std::vector<int64_t> clean_token, corrupt_token, answer_token;  // [n_prompts]
   std::vector<std::string> clean_word, corrupt_word;              // [n_prompts]
+  // [n_prompts] each run's top token at the last position; empty in files written before they
+  // were recorded (the datasets are then absent).
+  std::vector<int64_t> clean_top_token, corrupt_top_token;
   int64_t clean_correct = 0;
 };
 

@@ -98,6 +98,12 @@ std::string key_on_line(const std::string& text, int line) {
   return "";
 }
 
+std::string settings_hash(const std::string& settings) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(tinysql::fnv1a64(settings)));
+  return hex;
+}
+
 bool valid_device_name(const std::string& d) {
   if (d == "cpu" || d == "cuda") return true;
   if (d.rfind("cuda:", 0) != 0 || d.size() == 5 || d.size() > 9) return false;
@@ -129,6 +135,11 @@ std::string default_repository(int model, int commandset, bool synonym_variant) 
          std::to_string(experiment) + "." + std::to_string(run);
 }
 
+void set_weights_id(Cell& cell, const std::string& weights_id) {
+  cell.settings += ";weights_id=" + weights_id;
+  cell.hash = settings_hash(cell.settings);
+}
+
 Job load_job(const std::string& path) {
   Job job;
   job.path = path;
@@ -143,7 +154,7 @@ Job load_job(const std::string& path) {
                      std::string(e.description()));
   }
   const std::string dir = fs::absolute(fs::path(path)).parent_path().string();
-  ctx.only_keys(root, "", {"output", "grid", "exclude", "settings", "models"});
+  ctx.only_keys(root, "", {"output", "grid", "exclude", "settings", "models", "quality"});
 
   const toml::node* out = root.get("output");
   if (!out) ctx.fail(nullptr, "output", "missing (the sweep folder)");
@@ -162,7 +173,8 @@ Job load_job(const std::string& path) {
   Settings& s = job.settings;
   const toml::table& st = table("settings");
   ctx.only_keys(st, "settings", {"num_fields", "batch_size", "batches", "top_n", "seed", "dtype", "device", "threads",
-                                 "downstream_heads", "metric_pairing", "group_size", "model_variant"});
+                                 "downstream_heads", "metric_pairing", "group_size", "model_variant",
+                                 "any_architecture"});
   // Integers are read whole and bounded before they are narrowed: 9223372036854775807 is "too
   // large", not a wrapped "must be at least 1".
   auto bounded = [&](const char* key, int64_t fallback, int64_t lo, int64_t hi, const std::string& why_hi) {
@@ -183,6 +195,7 @@ Job load_job(const std::string& path) {
   s.metric_pairing = ctx.get(st, "settings", "metric_pairing", s.metric_pairing);
   s.group_size = static_cast<int>(bounded("group_size", s.group_size, 1, 65536, ""));
   s.model_variant = ctx.get(st, "settings", "model_variant", s.model_variant);
+  s.any_architecture = ctx.get(st, "settings", "any_architecture", s.any_architecture);
   auto check = [&](bool ok, const char* key, const std::string& what) {
     if (!ok) ctx.fail(st.get(key), std::string("settings.") + key, what);
   };
@@ -198,6 +211,20 @@ Job load_job(const std::string& path) {
         "metric_pairing batch_broadcast needs the whole batch on one rank: use group_size = 1");
   check(s.model_variant == "auto" || s.model_variant == "plain" || s.model_variant == "synonym", "model_variant",
         "'" + s.model_variant + "' is not auto, plain or synonym");
+
+  const toml::table& qt = table("quality");
+  ctx.only_keys(qt, "quality", {"min_effect_vs_clean", "min_effect_vs_spread", "min_accuracy"});
+  auto threshold = [&](const char* key, double fallback, double hi) {
+    const toml::node* n = qt.get(key);
+    if (!n) return fallback;
+    if (!n->is_number()) ctx.fail(n, std::string("quality.") + key, "expected a number");
+    const double v = n->is_integer() ? double(n->as_integer()->get()) : n->as_floating_point()->get();
+    if (!(v >= 0 && v <= hi)) ctx.fail(n, std::string("quality.") + key, "must be between 0 and " + std::to_string(int(hi)));
+    return v;
+  };
+  job.quality.min_effect_vs_clean = threshold("min_effect_vs_clean", job.quality.min_effect_vs_clean, 1e6);
+  job.quality.min_effect_vs_spread = threshold("min_effect_vs_spread", job.quality.min_effect_vs_spread, 1e6);
+  job.quality.min_accuracy = threshold("min_accuracy", job.quality.min_accuracy, 1);
 
   const toml::table& grid = table("grid");
   ctx.only_keys(grid, "grid", {"models", "commandsets", "features", "use_novel_names", "use_synonyms_field", "use_synonyms_table"});
@@ -325,9 +352,7 @@ Job load_job(const std::string& path) {
               // count changes every batch's scores (other modes keep their hashes as they were).
               if (s.metric_pairing == "notebook") os << ";batches=" << s.batches;
               cell.settings = os.str();
-              char hex[17];
-              std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(tinysql::fnv1a64(cell.settings)));
-              cell.hash = hex;
+              cell.hash = settings_hash(cell.settings);
               job.cells.push_back(cell);
             }
   }

@@ -33,6 +33,15 @@ struct Settings {
   std::string metric_pairing = "own";
   int group_size = 1;  // ranks sharing one work unit
   std::string model_variant = "auto";  // auto: the synonym fine-tune for cells that show synonyms
+  bool any_architecture = false;  // accept a checkpoint whose family is not its BM number's (gpt_neo, qwen2, llama)
+};
+
+// Thresholds of the cell-quality flags (eap/quality.hpp); they change what reduce reports, not
+// any unit's numbers, so they are not part of the settings hash.
+struct Quality {
+  double min_effect_vs_clean = 0.05;
+  double min_effect_vs_spread = 0.15;
+  double min_accuracy = 0.5;
 };
 
 struct Cell {
@@ -54,8 +63,13 @@ struct Job {
   std::string output_origin;  // "FILE:LINE: output", for messages
   std::string text;    // the file as read (copied into the sweep folder)
   Settings settings;
+  Quality quality;          // [quality]
   std::vector<Cell> cells;  // grid order: model, command set, feature, novel, field synonyms, table synonyms
 };
+
+// Adds what the weights are (a fingerprint of the checkpoint's contents, model/safetensors.hpp) to
+// a cell's settings and hash, so that a checkpoint replaced at the same path is another setting.
+void set_weights_id(Cell& cell, const std::string& weights_id);
 
 // Reads and validates a job; any problem is an InputError "FILE:LINE: key: what".
 Job load_job(const std::string& path);

@@ -115,6 +115,7 @@ CheckpointInfo check_model(const std::string& name_or_path, const std::string& r
   info.config = m.config;
   info.bytes = ckpt.total_bytes();
   for (const std::string& name : ckpt.names()) info.parameters += numel(*ckpt.find(name));
+  info.fingerprint = weights_fingerprint(ckpt);
   return info;
 }
 

@@ -40,6 +40,7 @@ struct CheckpointInfo {
   ModelConfig config;
   size_t bytes = 0;       // of all tensors' data, as stored
   int64_t parameters = 0;  // elements of all tensors
+  std::string fingerprint; // weights_fingerprint: what the weights are
 };
 CheckpointInfo check_model(const std::string& name_or_path, const std::string& revision = "");
 

@@ -603,4 +603,31 @@ std::vector<uint16_t> f32_to_f16(const float* values, size_t n) {
   return out;
 }
 
+std::string weights_fingerprint(const Checkpoint& ck) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  auto mix = [&](const void* p, size_t n) {
+    const auto* b = static_cast<const uint8_t*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  };
+  for (const auto& f : ck.files) {
+    const uint64_t size = f.file_size();
+    mix(&size, sizeof size);
+  }
+  for (const std::string& name : ck.names()) {
+    const TensorView& t = *ck.find(name);
+    mix(name.data(), name.size());
+    const int d = static_cast<int>(t.dtype);
+    mix(&d, sizeof d);
+    for (int64_t x : t.shape) mix(&x, sizeof x);
+    const size_t chunk = 64, samples = std::min<size_t>(8, (t.nbytes + chunk - 1) / chunk);
+    for (size_t k = 0; k < samples; ++k) {
+      const size_t at = samples > 1 ? (t.nbytes - std::min(chunk, t.nbytes)) * k / (samples - 1) : 0;
+      mix(t.data + at, std::min(chunk, t.nbytes - at));
+    }
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
 }  // namespace teap::model

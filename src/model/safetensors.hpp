@@ -83,6 +83,12 @@ struct Checkpoint {
   size_t total_bytes() const;              // of all tensors' data
 };
 
+// What the weights are, cheaply: a 64-bit hash (16 hex digits) of every tensor's name, dtype,
+// shape and file size, and of up to 8 evenly spaced 64-byte samples of every tensor's data. Any
+// retraining changes every tensor, so it changes the samples; reading them costs a few hundred
+// KiB whatever the model's size.
+std::string weights_fingerprint(const Checkpoint& checkpoint);
+
 // InputError naming the folder when it holds no safetensors weights (saying so when it holds only
 // pytorch_model.bin), or naming the index or a shard when they are at fault.
 Checkpoint open_checkpoint(const std::string& folder);

@@ -22,10 +22,22 @@ std::string to_string(CellStatus s) {
   return "?";
 }
 
-std::vector<EdgeRecurrence> edge_recurrence(const std::vector<CellSummary>& cells) {
+namespace {
+std::string join_flags(const std::vector<std::string>& flags) {
+  std::string s;
+  for (const auto& f : flags) s += (s.empty() ? "" : " ") + f;
+  return s;
+}
+}  // namespace
+
+bool compared(const CellSummary& c, bool include_flagged) {
+  return c.status == CellStatus::Done && (include_flagged || !c.flagged());
+}
+
+std::vector<EdgeRecurrence> edge_recurrence(const std::vector<CellSummary>& cells, bool include_flagged) {
   std::map<std::pair<std::string, std::string>, EdgeRecurrence> by_edge;
   for (size_t c = 0; c < cells.size(); ++c) {
-    if (cells[c].status != CellStatus::Done) continue;
+    if (!compared(cells[c], include_flagged)) continue;
     for (const NamedEdge& e : cells[c].edges) {
       EdgeRecurrence& r = by_edge[{e.from, e.to}];
       r.from = e.from;
@@ -102,7 +114,9 @@ const char* kCss =
     "background:#fff;padding:4px 0;white-space:nowrap}"
     ".legend{display:flex;align-items:center;gap:6px;font-size:12px;margin:6px 0}"
     ".legend .bar{width:220px;height:12px;border:1px solid #ccc}"
-    "code{font-size:13px}";
+    "code{font-size:13px}"
+    ".flag{white-space:nowrap;display:inline-block;padding:1px 6px;border-radius:9px;font-size:12px;color:#fff;"
+    "background:#c0392b}tr[data-flags]:not([data-flags=\"\"]) td{background:#fff6f4}";
 
 }  // namespace
 
@@ -125,11 +139,13 @@ std::string summary_html(const SweepSummary& s) {
   // --- Cells ------------------------------------------------------------------------------------
   h += "<h2>Cells</h2>\n<div class=\"scroll\"><table id=\"cells\">\n<thead><tr><th>#</th><th>cell</th><th>model</th>"
        "<th>CS</th><th>feature</th><th>novel</th><th>syn field</th><th>syn table</th><th>status</th><th>batches</th>"
-       "<th>LD clean</th><th>LD corrupt</th><th>clean acc.</th><th>edges</th><th>files</th></tr></thead>\n<tbody>\n";
+       "<th>LD clean</th><th>LD corrupt</th><th>effect (spread)</th><th>flips</th><th>clean acc.</th><th>flags</th>"
+       "<th>edges</th><th>files</th></tr></thead>\n<tbody>\n";
   for (size_t i = 0; i < s.cells.size(); ++i) {
     const CellSummary& c = s.cells[i];
     const std::string st = to_string(c.status);
-    h += "<tr class=\"cell\" data-status=\"" + st + "\" id=\"cell-" + esc(c.id) + "\">";
+    h += "<tr class=\"cell\" data-status=\"" + st + "\" data-flags=\"" + esc(join_flags(c.flags)) + "\" id=\"cell-" +
+         esc(c.id) + "\">";
     h += "<td class=\"num\">" + std::to_string(i + 1) + "</td><td class=\"nw\"><code>" + esc(c.id) + "</code></td>";
     h += "<td>BM" + std::to_string(c.model) + "</td><td>CS" + std::to_string(c.commandset) + "</td><td>" + esc(c.feature) +
          "</td>";
@@ -148,10 +164,16 @@ std::string summary_html(const SweepSummary& s) {
     h += "</td><td class=\"num\">" + std::to_string(c.batches_present) + "/" + std::to_string(c.n_batches) + "</td>";
     if (c.has_baselines) {
       h += "<td class=\"num\">" + fmt("%.3f", c.clean_ld) + "</td><td class=\"num\">" + fmt("%.3f", c.corrupt_ld) + "</td>";
+      h += "<td class=\"num\">" + (c.quality_known ? fmt("%.3f", c.effect) + " (" + fmt("%.3f", c.effect_spread) + ")" : "") +
+           "</td><td class=\"num\">" +
+           (c.quality_known && std::isfinite(c.flip_fraction) ? fmt("%.0f%%", 100 * c.flip_fraction) : std::string()) + "</td>";
       h += "<td class=\"num\">" + fmt("%.1f%%", 100 * c.clean_accuracy) + "</td>";
     } else {
-      h += "<td></td><td></td><td></td>";
+      h += "<td></td><td></td><td></td><td></td><td></td>";
     }
+    h += "<td>";
+    for (const auto& f : c.flags) h += "<span class=\"flag\">" + esc(f) + "</span> ";
+    h += "</td>";
     h += "<td class=\"num\">" + (c.status == CellStatus::Done ? std::to_string(c.edges.size()) : std::string()) + "</td><td class=\"nw\">";
     std::string links;
     auto link = [&](const std::string& href, const char* text) {
@@ -165,11 +187,20 @@ std::string summary_html(const SweepSummary& s) {
   h += "</tbody></table></div>\n";
 
   // --- Comparison -------------------------------------------------------------------------------
-  const std::vector<EdgeRecurrence> rec = edge_recurrence(s.cells);
+  // Flagged cells stay out of the comparison unless asked: their scores divide by a tiny effect
+  // and would set the colour scale for everyone.
+  const std::vector<EdgeRecurrence> rec = edge_recurrence(s.cells, s.include_flagged);
   std::vector<int> done;
-  for (size_t i = 0; i < s.cells.size(); ++i)
-    if (s.cells[i].status == CellStatus::Done) done.push_back(static_cast<int>(i));
+  int left_out = 0;
+  for (size_t i = 0; i < s.cells.size(); ++i) {
+    if (compared(s.cells[i], s.include_flagged)) done.push_back(static_cast<int>(i));
+    else left_out += s.cells[i].status == CellStatus::Done;
+  }
   h += "<h2>Edges across cells</h2>\n";
+  if (left_out)
+    h += "<p class=\"meta\" id=\"flagged-left-out\">" + std::to_string(left_out) +
+         " flagged cell(s) left out of the heatmap, its colour scale and the recurrence table (reduce "
+         "--include-flagged puts them back).</p>\n";
   if (rec.empty()) {
     h += "<p id=\"no-comparison\">No done cell has consistent edges yet: nothing to compare.</p>\n";
   } else {

@@ -26,6 +26,11 @@ struct CellSummary {
   bool has_baselines = false;         // done or degenerate: the numbers below are set
   double clean_ld = 0, corrupt_ld = 0, clean_metric = 0, corrupt_metric = 0, clean_accuracy = 0;
   int top_n = 0;
+  // Cell quality (eap/quality.hpp), set when the cell's units were all read.
+  bool quality_known = false;
+  double effect = 0, effect_spread = 0, flip_fraction = 0;  // flip_fraction NaN: not recorded
+  std::vector<std::string> flags;  // low_effect, low_accuracy, degenerate
+  bool flagged() const { return !flags.empty(); }
   std::vector<NamedEdge> edges;                // consistent edges (done cells)
   std::string json_href, html_href, svg_href;  // relative to index.html; empty when not written
 };
@@ -34,6 +39,7 @@ struct SweepSummary {
   std::string title = "tinysql-eap sweep";
   std::vector<std::string> lines;  // header lines (folder, job, settings)
   std::vector<CellSummary> cells;  // in manifest order
+  bool include_flagged = false;    // flagged cells join the heatmap, its colour scale and the recurrence table
   int heatmap_rows = 60;           // most recurrent edges shown in the heatmap
   int recurrence_rows = 40;        // rows of the recurrence table
 };
@@ -49,7 +55,11 @@ struct EdgeRecurrence {
 
 // Every edge consistent in at least one done cell, most recurrent first, then by mean |score|,
 // then by name.
-std::vector<EdgeRecurrence> edge_recurrence(const std::vector<CellSummary>& cells);
+// Flagged cells are left out unless `include_flagged`.
+std::vector<EdgeRecurrence> edge_recurrence(const std::vector<CellSummary>& cells, bool include_flagged = false);
+
+// Whether a cell takes part in the cross-cell comparison: done, and unflagged unless asked.
+bool compared(const CellSummary& c, bool include_flagged);
 
 std::string summary_html(const SweepSummary& s);
 

@@ -25,7 +25,10 @@ json manifest_of(const job::Job& job) {
                      {"device", s.device}, {"downstream_heads", s.downstream_heads}, {"metric_pairing", s.metric_pairing},
                      {"top_n", s.top_n}, {"settings", c.settings}, {"settings_hash", c.hash}});
   }
-  return {{"version", TEAP_VERSION}, {"job", job.path}, {"cells", cells}};
+  const json quality = {{"min_effect_vs_clean", job.quality.min_effect_vs_clean},
+                        {"min_effect_vs_spread", job.quality.min_effect_vs_spread},
+                        {"min_accuracy", job.quality.min_accuracy}};
+  return {{"version", TEAP_VERSION}, {"job", job.path}, {"quality", quality}, {"cells", cells}};
 }
 
 namespace {
@@ -72,6 +75,11 @@ json merge_manifest(const std::string& path, const json& fresh) {
     if (diff.empty())  // same settings, another hash: written by another version of this program
       diff = "settings_hash '" + it->second.value("settings_hash", "") + "' -> '" + c["settings_hash"].get<std::string>() +
              "', written by another version of tinysql-eap";
+    const auto wa = a.find("weights_id"), wb = b.find("weights_id");
+    if (wa != a.end() && wb != b.end() && wa->second != wb->second && a.at("weights") == b.at("weights"))
+      fail_input(path, "the checkpoint " + b.at("weights") + " has changed since this folder's units of cell " +
+                           c["id"].get<std::string>() + " were computed (weights_id '" + wa->second + "' -> '" +
+                           wb->second + "'): its results would mix two models; use another output folder");
     fail_input(path, "this folder holds results of other settings for cell " + c["id"].get<std::string>() + " (" +
                          diff + "); use another output folder");
   }
@@ -85,6 +93,7 @@ json merge_manifest(const std::string& path, const json& fresh) {
     if (!seen.count(c.value("id", ""))) merged["cells"].push_back(c);
   merged["version"] = TEAP_VERSION;
   merged["job"] = fresh["job"];
+  merged["quality"] = fresh["quality"];  // the latest job's thresholds
   return merged;
 }
 

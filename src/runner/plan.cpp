@@ -122,7 +122,8 @@ std::string encode_outcome(const PlanOutcome& o) {
                   {"pending", units},
                   {"total", o.plan.total},
                   {"done_before", o.plan.done_before},
-                  {"deferred", o.plan.deferred}};
+                  {"deferred", o.plan.deferred},
+                  {"weights_ids", o.weights_ids}};
   const std::vector<std::uint8_t> bytes = json::to_msgpack(j);
   return std::string(bytes.begin(), bytes.end());
 }
@@ -145,6 +146,7 @@ PlanOutcome decode_outcome(const std::string& bytes) {
     o.plan.total = j.at("total");
     o.plan.done_before = j.at("done_before");
     o.plan.deferred = j.at("deferred");
+    o.weights_ids = j.at("weights_ids").get<std::vector<std::string>>();
   } catch (const json::exception& e) {
     throw std::runtime_error(std::string("plan message from rank 0 is malformed: ") + e.what());
   }

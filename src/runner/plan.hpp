@@ -103,6 +103,7 @@ struct PlanOutcome {
   Error error = Error::none;
   std::string message;
   Plan plan;
+  std::vector<std::string> weights_ids;  // per cell: what its weights are (job::set_weights_id)
   void rethrow() const;  // throws the error as its kind; nothing when there is none
 };
 

@@ -55,9 +55,10 @@ int first_difference(const tinysql::Example& e) {
 
 }  // namespace
 
-std::vector<std::string> preflight(const job::Job& job, const PreflightContext& ctx) {
+PreflightResult preflight(const job::Job& job, const PreflightContext& ctx) {
   const job::Settings& s = job.settings;
-  std::vector<std::string> problems;
+  PreflightResult result;
+  std::vector<std::string>& problems = result.problems;
   auto settings_key = [&](const char* key) { return job.path + ": settings." + key; };
 
   try {
@@ -79,6 +80,7 @@ std::vector<std::string> preflight(const job::Job& job, const PreflightContext& 
       auto& m = models[c.weights];
       try {
         m = model::check_model(c.weights);
+        result.weights_id[c.weights] = m->fingerprint;
       } catch (const InputError& e) {
         problems.push_back(c.weights_origin + ": " + e.what());
       }
@@ -96,6 +98,7 @@ std::vector<std::string> preflight(const job::Job& job, const PreflightContext& 
   }
 
   // Every cell generates an example (its batch 0's first prompt) that the model can take.
+  std::set<std::string> checked_family;
   double worst_bytes = 0;
   std::string worst_cell;
   const int share = (s.batch_size + s.group_size - 1) / s.group_size;  // prompts per rank
@@ -112,6 +115,12 @@ std::vector<std::string> preflight(const job::Job& job, const PreflightContext& 
     }
     const auto& m = models[c.weights];
     if (!m || b.examples.empty()) continue;
+    static const model::Family expected[] = {model::Family::GptNeo, model::Family::Qwen2, model::Family::Llama};
+    if (!s.any_architecture && m->config.family != expected[c.model - 1] && checked_family.insert(c.weights).second)
+      problems.push_back(c.weights_origin + ": " + m->path + " is a " + model::family_name(m->config.family) +
+                         " checkpoint, but BM" + std::to_string(c.model) + " is " +
+                         model::family_name(expected[c.model - 1]) +
+                         " (models.md); set settings.any_architecture = true to use it anyway");
     const int P = b.input_length;
     if (P > m->config.max_positions) {
       problems.push_back("cell " + c.id + ": its prompts have " + std::to_string(P) + " tokens, more than " + c.weights +
@@ -130,7 +139,7 @@ std::vector<std::string> preflight(const job::Job& job, const PreflightContext& 
     problems.push_back(settings_key("batch_size") + ": a batch of " + std::to_string(s.batch_size) + " prompts needs about " +
                        gib(worst_bytes) + " per rank (cell " + worst_cell + "), " + std::to_string(ctx.ranks_on_node) +
                        " rank(s) on this node, " + gib(available) + " available: lower batch_size");
-  return problems;
+  return result;
 }
 
 }  // namespace teap::runner

@@ -5,6 +5,7 @@
 // Problems are collected, not stopped at the first, so a user fixes a job in one pass.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,8 +18,14 @@ struct PreflightContext {
   int threads = 1;         // intra-op threads of each rank
 };
 
-// One line per problem ("FILE:LINE: key: what" or "cell ID: what"); empty when the job can run.
-std::vector<std::string> preflight(const job::Job& job, const PreflightContext& context);
+struct PreflightResult {
+  std::vector<std::string> problems;             // one line each; empty when the job can run
+  std::map<std::string, std::string> weights_id;  // model (as the job names it) -> weights_fingerprint
+};
+
+// Problems are "FILE:LINE: key: what" or "cell ID: what". A model in a BM slot of another family
+// (BM1 gpt_neo, BM2 qwen2, BM3 llama) is a problem unless settings.any_architecture.
+PreflightResult preflight(const job::Job& job, const PreflightContext& context);
 
 // Estimated peak bytes of one EAP batch of `prompts` prompts of `positions` tokens, the last
 // `suffix` of which differ between clean and corrupt (the prefix is computed once, without

@@ -81,6 +81,8 @@ io::UnitRecord unit_record(const job::Job& job, const job::Cell& cell, int batch
   u.clean_ld = r.clean_ld;
   u.corrupt_ld = r.corrupt_ld;
   u.clean_correct = r.clean_correct;
+  u.clean_top_token = r.clean_top;
+  u.corrupt_top_token = r.corrupt_top;
   u.clean_ids = in.clean_ids;
   u.corrupt_ids = in.corrupt_ids;
   u.clean_token = in.clean_answer;
@@ -91,6 +93,12 @@ io::UnitRecord unit_record(const job::Job& job, const job::Cell& cell, int batch
     u.corrupt_word.push_back(e.corrupt_word);
   }
   return u;
+}
+
+// Token ids from every member, in rank order (exact through doubles: ids are far below 2^53).
+std::vector<int64_t> gather_ids(const dist::Group& group, const std::vector<int64_t>& mine) {
+  const std::vector<double> all = group.gather(std::vector<double>(mine.begin(), mine.end()));
+  return std::vector<int64_t>(all.begin(), all.end());
 }
 
 // Prompts [lo, hi) of a batch: one group member's share.
@@ -161,6 +169,8 @@ UnitOutcome run_score_unit(const UnitEnv& env, Workspace& ws, const UnitRef& uni
     }
     r.clean_ld = group.gather(r.clean_ld);
     r.corrupt_ld = group.gather(r.corrupt_ld);
+    r.clean_top = gather_ids(group, r.clean_top);
+    r.corrupt_top = gather_ids(group, r.corrupt_top);
     int64_t correct = r.clean_correct;
     group.sum(&correct, 1);
     r.clean_correct = static_cast<int>(correct);

@@ -41,10 +41,16 @@ Shard shard_of(const RunOptions& o) {
 }
 
 // Before any work (dry or not): every problem of the job against this machine, one line each.
-void check_before_work(const job::Job& job, const dist::Runtime& rt) {
+// Returns what each cell's weights are.
+std::vector<std::string> check_before_work(const job::Job& job, const dist::Runtime& rt) {
   const PreflightContext context{rt.local_size(), threads_per_rank(job.settings.threads, rt.local_size())};
-  const std::vector<std::string> problems = preflight(job, context);
-  if (problems.empty()) return;
+  const PreflightResult checked = preflight(job, context);
+  const std::vector<std::string>& problems = checked.problems;
+  if (problems.empty()) {
+    std::vector<std::string> ids;
+    for (const auto& c : job.cells) ids.push_back(checked.weights_id.at(c.weights));
+    return ids;
+  }
   for (size_t i = 0; i + 1 < problems.size(); ++i) std::fprintf(stderr, "tinysql-eap: error: %s\n", problems[i].c_str());
   throw InputError(problems.back() + (problems.size() > 1 ? " (" + std::to_string(problems.size()) + " problems: nothing was run)" : ""));
 }
@@ -60,12 +66,19 @@ void print_dry_run_cells(const job::Job& job, const FolderScan& scan) {
 
 // Rank 0's part of planning: check the job against the machine and the folder, plan, and (unless
 // dry) prepare the folder. Throws on bad input or failure.
-Plan plan_on_rank0(const job::Job& job, const dist::Runtime& rt, const RunOptions& options, const Shard& shard,
-                   std::optional<FolderLock>& lock) {
-  if (rt.size() % job.settings.group_size != 0)
-    throw InputError(job.path + ": settings.group_size " + std::to_string(job.settings.group_size) +
+// The job with what its weights are in every cell's settings and hash.
+job::Job with_weights_ids(job::Job job, const std::vector<std::string>& ids) {
+  for (size_t c = 0; c < job.cells.size(); ++c) job::set_weights_id(job.cells[c], ids.at(c));
+  return job;
+}
+
+Plan plan_on_rank0(const job::Job& job_as_read, const dist::Runtime& rt, const RunOptions& options, const Shard& shard,
+                   std::optional<FolderLock>& lock, std::vector<std::string>& weights_ids) {
+  if (rt.size() % job_as_read.settings.group_size != 0)
+    throw InputError(job_as_read.path + ": settings.group_size " + std::to_string(job_as_read.settings.group_size) +
                      " does not divide the " + std::to_string(rt.size()) + " ranks");
-  check_before_work(job, rt);
+  weights_ids = check_before_work(job_as_read, rt);
+  const job::Job job = with_weights_ids(job_as_read, weights_ids);
   if (!options.dry_run) lock.emplace(lock_folder(job, shard));
   const nlohmann::json manifest = merge_manifest(job.output + "/sweep.json", manifest_of(job));
   const std::vector<UnitKind> kinds = unit_kinds(job);
@@ -77,15 +90,15 @@ Plan plan_on_rank0(const job::Job& job, const dist::Runtime& rt, const RunOption
   return plan;
 }
 
-// Every rank gets rank 0's plan, or its error with the error's kind, so all fail alike or work alike
-// (and only rank 0 says why).
-Plan agree_on_plan(const job::Job& job, const dist::Runtime& rt, const RunOptions& options, const Shard& shard,
-                   std::optional<FolderLock>& lock) {
+// Every rank gets rank 0's plan and what each cell's weights are, or its error with the error's
+// kind, so all fail alike or work alike (and only rank 0 says why).
+PlanOutcome agree_on_plan(const job::Job& job, const dist::Runtime& rt, const RunOptions& options, const Shard& shard,
+                          std::optional<FolderLock>& lock) {
   std::string message;
   if (rt.rank() == 0) {
     PlanOutcome o;
     try {
-      o.plan = plan_on_rank0(job, rt, options, shard, lock);
+      o.plan = plan_on_rank0(job, rt, options, shard, lock, o.weights_ids);
     } catch (const InputError& e) {
       o = PlanOutcome{PlanOutcome::Error::input, e.what(), {}};
     } catch (const std::exception& e) {
@@ -98,7 +111,7 @@ Plan agree_on_plan(const job::Job& job, const dist::Runtime& rt, const RunOption
   if (rt.rank() != 0 && o.error != PlanOutcome::Error::none)
     throw ReportedElsewhere(o.error == PlanOutcome::Error::input ? 2 : 1);
   o.rethrow();
-  return o.plan;
+  return o;
 }
 
 // The rank's log file (every line carrying the rank) for as long as this lives.
@@ -170,10 +183,12 @@ int threads_per_rank(int job_threads, int ranks_on_node) {
   return std::max(1, cores / std::max(1, ranks_on_node));
 }
 
-RunSummary run_sweep(const job::Job& job, const dist::Runtime& rt, const RunOptions& options) {
+RunSummary run_sweep(const job::Job& job_as_read, const dist::Runtime& rt, const RunOptions& options) {
   const Shard shard = shard_of(options);
   std::optional<FolderLock> lock;  // rank 0's, for the whole run
-  const Plan plan = agree_on_plan(job, rt, options, shard, lock);
+  const PlanOutcome agreed = agree_on_plan(job_as_read, rt, options, shard, lock);
+  const Plan& plan = agreed.plan;
+  const job::Job job = with_weights_ids(job_as_read, agreed.weights_ids);
   RunSummary summary;
   summary.units_total = plan.total;
   summary.units_done_before = plan.done_before;
