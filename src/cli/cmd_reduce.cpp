@@ -75,9 +75,13 @@ std::string ranges(const std::vector<int>& xs) {
 }
 
 std::string first_line(const std::string& path) {
-  std::ifstream in(path);
   std::string line;
-  std::getline(in, line);
+  try {
+    line = read_file(path, kMaxSmallFile);
+  } catch (const InputError& e) {
+    return e.what();  // a FIFO or huge file in place of a failure note is itself the problem to show
+  }
+  line = line.substr(0, line.find('\n'));
   if (line.size() > 300) line = line.substr(0, 300) + "...";
   return line.empty() ? "(no message)" : line;
 }
@@ -114,7 +118,7 @@ eap::Graph graph_of(const io::UnitRecord& u, const std::string& path, const std:
 std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool signed_rank, bool shared_plotly) {
   const std::string out = out_arg.size() > 1 && out_arg.back() == '/' ? out_arg.substr(0, out_arg.size() - 1) : out_arg;
   const std::string manifest_path = out + "/sweep.json";
-  const std::string text = read_file(manifest_path);
+  const std::string text = read_file(manifest_path, kMaxJsonFile);
   const json manifest = json::parse(text, nullptr, false);
   if (manifest.is_discarded()) fail_input(manifest_path, "not valid JSON");
   if (!manifest.is_object() || !manifest.contains("cells") || !manifest["cells"].is_array())

@@ -125,7 +125,7 @@ std::string default_repository(int model, int commandset, bool synonym_variant) 
 Job load_job(const std::string& path) {
   Job job;
   job.path = path;
-  job.text = read_file(path);
+  job.text = read_file(path, kMaxSmallFile);
   const Ctx ctx{path};
   toml::table root;
   try {

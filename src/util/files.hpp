@@ -11,6 +11,7 @@ namespace teap {
 // memory of a machine, so that a wrong path (a disk image, /dev/zero) fails at once instead of
 // filling memory.
 inline constexpr uint64_t kMaxSmallFile = uint64_t{1} << 20;  // config.json, a job file, a hub ref
+inline constexpr uint64_t kMaxJsonFile = uint64_t{16} << 20;   // a manifest, a shard index, training.json
 inline constexpr uint64_t kMaxDataFile = uint64_t{256} << 20;  // tokenizer.json, a result JSON, text
 inline constexpr uint64_t kMaxHeader = uint64_t{100} << 20;    // a safetensors JSON header (as HF)
 
