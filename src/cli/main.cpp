@@ -71,10 +71,16 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     return 0;
   } catch (const teap::InputError& e) {
-    std::fprintf(stderr, "tinysql-eap: error: %s\n", e.what());
+    const std::string what = e.what();
+    std::fprintf(stderr, "tinysql-eap: error: %s\n", what.substr(0, what.find('\n')).c_str());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "tinysql-eap: failure: %s\n", e.what());
+    // LibTorch's messages go on with a stack trace of its own frames: useless to a user, and
+    // the contract is one line.
+    const std::string what = e.what();
+    const std::string first = what.substr(0, what.find('\n'));
+    spdlog::debug("{}", what);
+    std::fprintf(stderr, "tinysql-eap: failure: %s\n", first.c_str());
     return 1;
   }
 }
