@@ -3,6 +3,7 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <stdexcept>
@@ -281,6 +282,17 @@ UnitRecord read_unit(const std::string& path) {
   u.clean_token = r.read<int64_t>("clean_token_id", H5T_NATIVE_INT64, {B});
   u.corrupt_token = r.read<int64_t>("corrupt_token_id", H5T_NATIVE_INT64, {B});
   u.answer_token = r.read<int64_t>("answer_token_id", H5T_NATIVE_INT64, {B});
+  // A NaN or Inf stored by an older build, or written by another tool, must not be averaged into a
+  // cell as if it were a score.
+  auto finite = [&](const auto& v, const char* name) {
+    for (size_t i = 0; i < v.size(); ++i)
+      if (!std::isfinite(static_cast<double>(v[i])))
+        r.bad(std::string("dataset '") + name + "' holds a non-finite value (" + std::to_string(static_cast<double>(v[i])) +
+              ") at index " + std::to_string(i));
+  };
+  finite(u.scores, "scores");
+  finite(u.clean_ld, "clean_logit_diff");
+  finite(u.corrupt_ld, "corrupt_logit_diff");
   u.clean_word = r.strings("clean_word", B);
   u.corrupt_word = r.strings("corrupt_word", B);
   return u;
