@@ -97,6 +97,8 @@ Run add_inspect_command(CLI::App& app) {
     model::check_model(path);  // what a run would refuse, inspect refuses
     const model::ModelConfig c = model::parse_config(path + "/config.json");
     const model::Checkpoint ck = model::Checkpoint::open(path);
+    // What `complete` would find wrong (a tensor's shape or dtype, non-finite weights), inspect finds.
+    model::load_model(path);
     std::map<std::string, int64_t> by_dtype;
     int64_t params = 0;
     for (const auto& name : ck.names()) {
@@ -167,10 +169,17 @@ Run add_complete_command(CLI::App& app) {
         stops.push_back(t.id);
     if (m.config.eos_token_id >= 0) stops.push_back(m.config.eos_token_id);
     std::vector<int> out;
+    model::check_ids(m, at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong));
     for (int step = 0; step < a->max_tokens; ++step) {
+      if (static_cast<int64_t>(ids.size()) >= m.config.max_positions) {
+        spdlog::warn("stopped at max_position_embeddings ({})", m.config.max_positions);
+        break;
+      }
       at::Tensor in = at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong).view({1, -1});
       const at::Tensor hidden = model::forward(m, in);
       const at::Tensor logits = model::full_logits(m, hidden.narrow(1, hidden.size(1) - 1, 1));
+      if (!at::isfinite(logits).all().item<bool>())
+        fail_input(m.path, "the model's logits are not finite (NaN or Inf) on this prompt");
       const int next = static_cast<int>(logits.argmax(-1).item<int64_t>());
       if (std::find(stops.begin(), stops.end(), next) != stops.end()) break;
       ids.push_back(next);

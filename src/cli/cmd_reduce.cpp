@@ -78,9 +78,13 @@ std::string ranges(const std::vector<int>& xs) {
 }
 
 std::string first_line(const std::string& path) {
-  std::ifstream in(path);
   std::string line;
-  std::getline(in, line);
+  try {
+    line = read_file(path, kMaxSmallFile);
+  } catch (const InputError& e) {
+    return e.what();  // a FIFO or huge file in place of a failure note is itself the problem to show
+  }
+  line = line.substr(0, line.find('\n'));
   if (line.size() > 300) line = line.substr(0, 300) + "...";
   return line.empty() ? "(no message)" : line;
 }
@@ -154,7 +158,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
                          const QualityOptions& quality) {
   const std::string out = out_arg.size() > 1 && out_arg.back() == '/' ? out_arg.substr(0, out_arg.size() - 1) : out_arg;
   const std::string manifest_path = out + "/sweep.json";
-  const std::string text = read_file(manifest_path);
+  const std::string text = read_file(manifest_path, kMaxJsonFile);
   const json manifest = json::parse(text, nullptr, false);
   if (manifest.is_discarded()) fail_input(manifest_path, "not valid JSON");
   if (!manifest.is_object() || !manifest.contains("cells") || !manifest["cells"].is_array())

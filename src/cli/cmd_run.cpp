@@ -90,7 +90,7 @@ Run add_status_command(CLI::App& app) {
     const std::string manifest_path = *out + "/sweep.json";
     nlohmann::json m;
     try {
-      m = nlohmann::json::parse(read_file(manifest_path));
+      m = nlohmann::json::parse(read_file(manifest_path, kMaxJsonFile));
     } catch (const nlohmann::json::exception& e) {
       fail_input(manifest_path, std::string("not a sweep manifest: ") + e.what());
     }

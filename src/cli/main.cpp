@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
   } catch (const teap::ReportedElsewhere& e) {
     return e.code;
   } catch (const teap::InputError& e) {
-    std::fprintf(stderr, "tinysql-eap: error: %s\n", e.what());
+    const std::string what = e.what();
+    std::fprintf(stderr, "tinysql-eap: error: %s\n", what.substr(0, what.find('\n')).c_str());
     return 2;
   } catch (const std::filesystem::filesystem_error& e) {
     // A path the user gave that is in the way (a file where a folder must go, a missing parent,
@@ -88,7 +89,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "tinysql-eap: %s: %s: %s\n", input ? "error" : "failure", where.c_str(), c.message().c_str());
     return input ? 2 : 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "tinysql-eap: failure: %s\n", e.what());
+    // LibTorch's messages go on with a stack trace of its own frames: useless to a user, and
+    // the contract is one line.
+    const std::string what = e.what();
+    const std::string first = what.substr(0, what.find('\n'));
+    spdlog::debug("{}", what);
+    std::fprintf(stderr, "tinysql-eap: failure: %s\n", first.c_str());
     return 1;
   }
 }

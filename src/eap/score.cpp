@@ -4,6 +4,9 @@
 #include <ATen/Parallel.h>
 
 #include <chrono>
+#include <cmath>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "model/model.hpp"
@@ -138,6 +141,18 @@ std::vector<double> logit_diffs(const model::Model& m, const std::vector<int64_t
                        .recorded);
 }
 
+namespace {
+
+// A NaN or Inf from an overflowing activation would otherwise be stored as a done unit and ranked.
+void check_finite(const model::Model& m, const std::vector<double>& v, const char* what) {
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i]))
+      throw std::runtime_error(m.path + ": non-finite " + what + " (" + std::to_string(v[i]) + ") for prompt " +
+                               std::to_string(i) + ": the model's logits overflow or are NaN");
+}
+
+}  // namespace
+
 BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput& in, const ScoreOptions& options) {
   check_batch(m, in);
   check_options(m, options);
@@ -178,6 +193,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     const at::Tensor hidden = model::forward(m, clean_ids, &clean, start, before);
     const LogitDiffs ld = logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast);
     out.clean_ld = to_vector(ld.recorded);
+    check_finite(m, out.clean_ld, "clean logit difference");
     clock.lap(&ScoreProfile::clean_forward);
     ld.metric.mean().backward();  // gradient of the batch's mean LD: S_b is a mean over prompts
     clock.lap(&ScoreProfile::backward);
@@ -196,6 +212,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     at::NoGradGuard no_grad;
     const at::Tensor hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &corrupt, start, before);
     out.corrupt_ld = to_vector(logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast).recorded);
+    check_finite(m, out.corrupt_ld, "corrupt logit difference");
     // The corrupt run's top answer: a prompt "flips" when it differs from the clean one.
     out.corrupt_top = to_ids(model::full_logits(m, hidden.narrow(1, Ps - 1, 1)).squeeze(1).argmax(-1));
   }
@@ -277,6 +294,9 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     const at::Tensor Gl = grad_or_zeros(clean.resid_final).detach().to(ct).reshape({1, N * d});
     S.narrow(1, g.logits_down(), 1).copy_(at::matmul(A2, Gl.t()));
   }
+  // Checked before a rank group adds its parts, so that the rank that overflowed is the one to say so.
+  if (!at::isfinite(S).all().item<bool>())
+    throw std::runtime_error(m.path + ": non-finite edge scores (NaN or Inf): the model's activations or gradients overflow");
   if (options.weight != 1.0) S.mul_(options.weight);
   if (options.sum_scores) {
     S = S.contiguous();

@@ -3,6 +3,7 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -10,9 +11,16 @@
 #include <stdexcept>
 
 #include "util/error.hpp"
+#include "util/files.hpp"
 
 namespace teap::io {
 namespace {
+
+// Far above any real unit (a few MB), far below the memory: bounds what a corrupt or foreign file
+// can make the reader allocate.
+constexpr uint64_t kMaxUnitFile = uint64_t{4} << 30;
+constexpr hsize_t kMaxNodes = 1 << 20;       // upstream or downstream nodes of a graph
+constexpr int64_t kMaxCount = 1 << 24;       // prompts of a batch, positions of a prompt
 
 // HDF5 prints its own error stacks unless told not to; every call here is checked instead.
 void quiet_hdf5() {
@@ -167,7 +175,10 @@ struct Reader {
     for (hsize_t w : want) n *= w;
     const auto got = dims(ds);
     size_t m = 1;
-    for (hsize_t g : got) m *= g;
+    for (hsize_t g : got) m = g && m > kMaxUnitFile / g ? kMaxUnitFile + 1 : m * g;
+    // A dataset may declare more values than the file stores (unwritten chunks read as fill).
+    if (m > kMaxUnitFile / sizeof(T))
+      bad(std::string("dataset '") + name + "' declares " + std::to_string(m) + " values, more than a unit file holds");
     if (m != n) bad(std::string("dataset '") + name + "' has " + std::to_string(m) + " values, expected " + std::to_string(n));
     std::vector<T> out(n);
     if (n && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
@@ -179,6 +190,8 @@ struct Reader {
     if (ds < 0) bad(std::string("dataset '") + name + "' is missing");
     const auto got = dims(ds);
     const size_t n = got.empty() ? 0 : got[0];
+    if (n > kMaxUnitFile / sizeof(char*))
+      bad(std::string("dataset '") + name + "' declares " + std::to_string(n) + " strings, more than a unit file holds");
     if (n != want) bad(std::string("dataset '") + name + "' has " + std::to_string(n) + " strings, expected " + std::to_string(want));
     std::vector<char*> p(n, nullptr);
     Id t(string_type(), H5Tclose);
@@ -229,7 +242,8 @@ herr_t collect_attr(hid_t loc, const char* name, const H5A_info_t*, void* data) 
 
 UnitRecord read_unit(const std::string& path) {
   quiet_hdf5();
-  if (!std::filesystem::exists(path)) fail_input(path, "no such file");
+  // HDF5 would wait on a FIFO and read /dev/zero without end.
+  check_regular_file(path, kMaxUnitFile);
   if (H5Fis_hdf5(path.c_str()) <= 0) fail_input(path, "not an HDF5 file (truncated or foreign)");
   Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (file < 0) fail_input(path, "cannot open as HDF5");
@@ -247,14 +261,21 @@ UnitRecord read_unit(const std::string& path) {
     u.int_attrs.erase(it);
     return v;
   };
-  u.n_prompts = static_cast<int>(take_int("n_prompts"));
-  u.n_positions = static_cast<int>(take_int("n_positions"));
+  auto take_count = [&](const char* k) {
+    const int64_t v = take_int(k);
+    if (v < 0 || v > kMaxCount) r.bad(std::string("attribute '") + k + "' is " + std::to_string(v) + ", not a count");
+    return static_cast<int>(v);
+  };
+  u.n_prompts = take_count("n_prompts");
+  u.n_positions = take_count("n_positions");
   u.clean_correct = take_int("clean_correct");
   {
     Id ds(H5Dopen2(file, "scores", H5P_DEFAULT), H5Dclose);
     if (ds < 0) r.bad("dataset 'scores' is missing");
     const auto d = r.dims(ds);
     if (d.size() != 2) r.bad("dataset 'scores' is not two-dimensional");
+    if (d[0] > kMaxNodes || d[1] > kMaxNodes)
+      r.bad("dataset 'scores' is " + std::to_string(d[0]) + " x " + std::to_string(d[1]) + ", more nodes than a graph has");
     u.n_upstream = static_cast<int>(d[0]);
     u.n_downstream = static_cast<int>(d[1]);
   }
@@ -274,6 +295,17 @@ UnitRecord read_unit(const std::string& path) {
     u.clean_top_token = r.read<int64_t>("clean_top_token", H5T_NATIVE_INT64, {B});
     u.corrupt_top_token = r.read<int64_t>("corrupt_top_token", H5T_NATIVE_INT64, {B});
   }
+  // A NaN or Inf stored by an older build, or written by another tool, must not be averaged into a
+  // cell as if it were a score.
+  auto finite = [&](const auto& v, const char* name) {
+    for (size_t i = 0; i < v.size(); ++i)
+      if (!std::isfinite(static_cast<double>(v[i])))
+        r.bad(std::string("dataset '") + name + "' holds a non-finite value (" + std::to_string(static_cast<double>(v[i])) +
+              ") at index " + std::to_string(i));
+  };
+  finite(u.scores, "scores");
+  finite(u.clean_ld, "clean_logit_diff");
+  finite(u.corrupt_ld, "corrupt_logit_diff");
   u.clean_word = r.strings("clean_word", B);
   u.corrupt_word = r.strings("corrupt_word", B);
   return u;

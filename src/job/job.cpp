@@ -143,7 +143,7 @@ void set_weights_id(Cell& cell, const std::string& weights_id) {
 Job load_job(const std::string& path) {
   Job job;
   job.path = path;
-  job.text = read_file(path);
+  job.text = read_file(path, kMaxSmallFile);
   const Ctx ctx{path};
   toml::table root;
   try {

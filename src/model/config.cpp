@@ -370,7 +370,7 @@ ModelConfig parse_config_text(const std::string& text, const std::string& where)
 }
 
 ModelConfig parse_config(const std::string& config_json_path) {
-  return parse_config_text(read_file(config_json_path), config_json_path);
+  return parse_config_text(read_file(config_json_path, kMaxSmallFile), config_json_path);
 }
 
 std::string config_to_json(const ModelConfig& c) {

@@ -1,7 +1,23 @@
 // The forward pass over all layers, the unembedding, and the per-layer norm lookup.
 #include "model/blocks.hpp"
+#include "util/error.hpp"
 
 namespace teap::model {
+
+void check_ids(const Model& m, const at::Tensor& ids) {
+  // Past these limits LibTorch's embedding fails with "index out of range in self" and a stack
+  // trace; the user should learn which limit instead.
+  const int64_t P = ids.size(-1);
+  if (P > m.config.max_positions)
+    fail_input(m.path + "/config.json", "max_position_embeddings is " + std::to_string(m.config.max_positions) +
+                                            ", less than the " + std::to_string(P) + " tokens given");
+  const at::Tensor c = ids.to(at::kCPU, at::kLong).contiguous();
+  const int64_t* p = c.data_ptr<int64_t>();
+  for (int64_t i = 0, n = c.numel(); i < n; ++i)
+    if (p[i] < 0 || p[i] >= m.config.vocab_size)
+      fail_input(m.path + "/config.json", "token id " + std::to_string(p[i]) + " is outside the model's vocabulary of " +
+                                              std::to_string(m.config.vocab_size) + " (vocab_size)");
+}
 
 at::Tensor apply_norm(const Model& m, int layer, int which, const at::Tensor& x) {
   const auto& wt = m.weights;
@@ -36,6 +52,7 @@ at::Tensor forward(const Model& m, const at::Tensor& ids, ActivationRecord* reco
                    const ActivationRecord* prefix) {
   TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == at::kLong, "forward: ids must be [B,P] int64");
   TORCH_CHECK(start >= 0 && start < ids.size(1) && (start == 0 || prefix), "forward: start needs a prefix record");
+  check_ids(m, ids);
   const bool neo = m.config.family == Family::GptNeo;
   const at::Tensor dev_ids = ids.narrow(1, start, ids.size(1) - start).to(m.device);
   at::Tensor x = neo ? gpt_neo_embed(m, dev_ids, start) : at::embedding(m.weights.wte, dev_ids);

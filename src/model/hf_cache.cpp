@@ -85,7 +85,7 @@ std::string resolve_model_path(const std::string& name_or_path, const std::strin
   std::string commit;
   const fs::path ref = repo / "refs" / rev;
   if (fs::is_regular_file(ref, ec)) {
-    commit = trim(read_file(ref.string()));
+    commit = trim(read_file(ref.string(), kMaxSmallFile));
     if (!is_hex40(commit))
       fail_input(ref.string(), "not a commit hash (a broken Hugging Face cache entry)");
   } else if (is_hex40(rev)) {

@@ -37,6 +37,10 @@ struct Loader {
                              shape_string(shape));
     at::Tensor t = at::empty(shape, at::TensorOptions().dtype(torch_type(v.dtype, v)));
     std::memcpy(t.data_ptr(), v.data, v.nbytes);  // the mapping may be unaligned: copy first
+    // One NaN weight makes every score NaN, which would then pass for a result.
+    const int64_t bad = t.numel() - at::isfinite(t).sum().item<int64_t>();
+    if (bad > 0)
+      fail_input(v.file, "tensor '" + name + "' has " + std::to_string(bad) + " non-finite value(s) (NaN or Inf)");
     return t.to(m.device, m.dtype);
   }
   at::Tensor maybe(const std::string& name, std::vector<int64_t> shape) const {

@@ -7,6 +7,7 @@
 
 #include "model/params.hpp"
 #include "model/safetensors.hpp"
+#include "util/error.hpp"
 #include "util/files.hpp"
 
 namespace teap::model {
@@ -18,7 +19,21 @@ Model random_model(const ModelConfig& config, uint64_t seed, c10::ScalarType dty
   at::Generator gen = at::detail::createCPUGenerator(seed);
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
   const double out_scale = 1.0 / std::sqrt(2.0 * std::max(1, config.n_layers));
-  for (const NamedParam& p : parameter_table(m)) {
+  const std::vector<NamedParam> table = parameter_table(m);
+  // Checked before anything is allocated: sizes that do not fit would otherwise end in
+  // std::bad_alloc or the kernel's OOM killer.
+  double params = 0;
+  for (const NamedParam& p : table) {
+    double n = 1;
+    for (int64_t s : p.shape) n *= static_cast<double>(s);
+    if (!p.optional) params += n;
+  }
+  if (params > kMaxRandomParameters)
+    throw InputError("model of " + std::to_string(config.n_layers) + " layers, d_model " + std::to_string(config.d_model) +
+                     ", d_mlp " + std::to_string(config.d_mlp) + ", vocabulary " + std::to_string(config.vocab_size) + ": " +
+                     std::to_string(static_cast<long long>(params)) + " parameters, more than the " +
+                     std::to_string(static_cast<long long>(kMaxRandomParameters)) + " a random model may have");
+  for (const NamedParam& p : table) {
     if (p.optional) continue;  // tied lm_head: the embedding serves
     at::Tensor t = at::normal(0.0, 1.0, p.shape, gen, f64);
     switch (p.kind) {

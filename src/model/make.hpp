@@ -13,6 +13,9 @@ namespace teap::model {
 // embeddings N(0, 0.02) (output projections scaled down by sqrt(2 * layers), as GPT-2 does), biases
 // N(0, 0.02), norm weights 1 + N(0, 0.1), norm biases N(0, 0.02). Non-trivial biases and norm
 // weights make tests exercise every parameter.
+// More parameters than this (8 GiB of float32, above Llama-3.2-1B) is an InputError before
+// anything is allocated.
+inline constexpr double kMaxRandomParameters = 2147483648.0;
 Model random_model(const ModelConfig& config, uint64_t seed, c10::ScalarType dtype = c10::kFloat);
 
 struct SaveOptions {

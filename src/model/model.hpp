@@ -78,6 +78,11 @@ struct ActivationRecord {
 at::Tensor forward(const Model& m, const at::Tensor& ids, ActivationRecord* record = nullptr, int64_t start = 0,
                    const ActivationRecord* prefix = nullptr);
 
+// Checks that `ids` [..., P] fit the model: P within max_position_embeddings, every id inside the
+// vocabulary; an InputError naming the model's config.json and the limit otherwise. forward()
+// calls it.
+void check_ids(const Model& m, const at::Tensor& ids);
+
 // Logits of the given tokens at the last position: `hidden` [B,P,d], `tokens` [B,K] -> [B,K].
 // Only those K rows of the unembedding are used.
 at::Tensor last_position_logits(const Model& m, const at::Tensor& hidden, const at::Tensor& tokens);

@@ -269,7 +269,8 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 // --- SafetensorsFile -------------------------------------------------------------------------
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO would wait for a writer; it is then refused as not a regular file.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) fail_input(path, "no such file");
     fail_input(path, std::string("cannot open: ") + std::strerror(errno));
@@ -277,6 +278,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
+    check_regular_file(path, UINT64_MAX);  // says what it is instead (a FIFO, a device)
     fail_input(path, "not a regular file");
   }
   size_ = static_cast<size_t>(st.st_size);
@@ -400,7 +402,7 @@ Checkpoint open_checkpoint(const std::string& folder) {
   c.index_file = index.string();
   json j;
   try {
-    j = json::parse(read_file(c.index_file));
+    j = json::parse(read_file(c.index_file, kMaxJsonFile));
   } catch (const json::exception&) {
     fail_input(c.index_file, "not valid JSON");
   }

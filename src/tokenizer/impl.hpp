@@ -83,6 +83,9 @@ bool valid_utf8(const std::string& s);
 std::vector<std::string> pre_tokenize(const Tokenizer::Impl& t, const std::string& segment);
 std::string normalize(const Tokenizer::Impl& t, const std::string& segment);
 
+// Byte-level BPE of one pre-token (no cache): Hugging Face's merge order, O(n log n) in its length.
+std::vector<int> bpe_word(const Tokenizer::Impl& t, const std::string& word);
+
 std::unique_ptr<Tokenizer::Impl> load_impl(const std::string& path);
 
 }  // namespace teap::tokenizer

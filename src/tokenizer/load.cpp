@@ -312,8 +312,11 @@ void copy_tokenizer_files(const std::string& path, const std::string& out) {
   const fs::path dir = fs::is_directory(path) ? fs::path(path) : fs::path(path).parent_path();
   std::error_code ec;
   if (fs::equivalent(dir, fs::path(out), ec)) return;  // already there
-  for (const char* name : names)
-    if (fs::exists(dir / name)) fs::copy_file(dir / name, fs::path(out) / name, fs::copy_options::overwrite_existing);
+  for (const char* name : names) {
+    if (!fs::exists(dir / name)) continue;
+    check_regular_file((dir / name).string(), kMaxDataFile);  // copying a FIFO would wait forever
+    fs::copy_file(dir / name, fs::path(out) / name, fs::copy_options::overwrite_existing);
+  }
 }
 
 }  // namespace teap::tokenizer

@@ -1,8 +1,11 @@
 // Encoding and decoding: added-token split, normalisation, pre-tokenizer, byte-level BPE merges,
 // post-processor; the order of Hugging Face's `tokenizers`.
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <climits>
+#include <functional>
+#include <queue>
 
 #include "tokenizer/impl.hpp"
 #include "util/error.hpp"
@@ -23,7 +26,15 @@ struct Segment {
 std::vector<Segment> split_added(const Tokenizer::Impl& t, const std::string& text) {
   std::vector<Segment> out;
   size_t plain_begin = 0, i = 0;
+  // Llama-3 has 256 added tokens: trying each at every byte of a long text costs more than BPE.
+  std::array<bool, 256> starts{};
+  for (const auto& a : t.added)
+    if (!a.content.empty()) starts[static_cast<unsigned char>(a.content[0])] = true;
   while (i < text.size()) {
+    if (!starts[static_cast<unsigned char>(text[i])]) {
+      ++i;
+      continue;
+    }
     const AddedToken* best = nullptr;
     for (const auto& a : t.added) {
       if (a.content.size() > text.size() - i || (best && a.content.size() <= best->content.size())) continue;
@@ -53,39 +64,77 @@ std::vector<Segment> split_added(const Tokenizer::Impl& t, const std::string& te
 
 uint64_t pair_key(int a, int b) { return (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b); }
 
+}  // namespace
+
 // Byte-level BPE of one pre-token: start from single bytes, apply the lowest-ranked merge
-// (leftmost on ties) until none applies.
-std::vector<int> bpe(const Tokenizer::Impl& t, const std::string& word) {
+// (leftmost on ties) until none applies. Rescanning the word for the best pair after each merge is
+// quadratic in its length (a 128 KB word took 26 s), so candidate pairs wait in a heap ordered by
+// (rank, position) over a linked list of symbols, as in Hugging Face's `Word::merge_all`: a merge
+// only creates the pairs with its two neighbours. Entries made stale by an earlier merge are
+// recognised when popped and skipped, which leaves exactly the naive algorithm's order.
+std::vector<int> bpe_word(const Tokenizer::Impl& t, const std::string& word) {
   if (t.ignore_merges) {
     auto it = t.bytes_id.find(word);
     if (it != t.bytes_id.end()) return {it->second};
   }
-  std::vector<int> syms;
-  syms.reserve(word.size());
-  for (unsigned char c : word) syms.push_back(t.byte_id[c]);
-  while (syms.size() > 1) {
-    int best_rank = INT_MAX, best_pos = -1, best_id = -1;
-    for (size_t k = 0; k + 1 < syms.size(); ++k) {
-      auto it = t.merges.find(pair_key(syms[k], syms[k + 1]));
-      if (it != t.merges.end() && it->second.rank < best_rank) {
-        best_rank = it->second.rank;
-        best_pos = static_cast<int>(k);
-        best_id = it->second.id;
-      }
-    }
-    if (best_pos < 0) break;
-    syms[best_pos] = best_id;
-    syms.erase(syms.begin() + best_pos + 1);
+  const int n = static_cast<int>(word.size());
+  std::vector<int> id(n), prev(n), next(n);
+  for (int k = 0; k < n; ++k) {
+    id[k] = t.byte_id[static_cast<unsigned char>(word[k])];
+    prev[k] = k - 1;
+    next[k] = k + 1 < n ? k + 1 : -1;
   }
-  return syms;
+  struct Candidate {
+    int rank, pos, new_id;  // pos: index of the pair's left symbol, which keeps left-to-right order
+    bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+  auto push_pair = [&](int left) {
+    if (left < 0 || next[left] < 0) return;
+    auto it = t.merges.find(pair_key(id[left], id[next[left]]));
+    if (it != t.merges.end()) heap.push({it->second.rank, left, it->second.id});
+  };
+  for (int k = 0; k + 1 < n; ++k) push_pair(k);
+  std::vector<char> alive(n, 1);
+  while (!heap.empty()) {
+    const Candidate c = heap.top();
+    heap.pop();
+    const int l = c.pos;
+    if (!alive[l] || next[l] < 0) continue;
+    const int r = next[l];
+    // The pair at `l` may have changed since it was pushed (either symbol merged with another).
+    auto it = t.merges.find(pair_key(id[l], id[r]));
+    if (it == t.merges.end() || it->second.rank != c.rank || it->second.id != c.new_id) continue;
+    id[l] = c.new_id;
+    alive[r] = 0;
+    next[l] = next[r];
+    if (next[r] >= 0) prev[next[r]] = l;
+    push_pair(prev[l]);
+    push_pair(l);
+  }
+  std::vector<int> out;
+  for (int k = n > 0 ? 0 : -1; k >= 0; k = next[k]) out.push_back(id[k]);
+  return out;
 }
 
+namespace {
+
+// Hugging Face does not cache words this long either: they are rare, and would let one input
+// fill the cache with megabytes.
+constexpr size_t kMaxCachedWord = 256;
+
 std::vector<int> bpe_cached(const Tokenizer::Impl& t, const std::string& word) {
+  if (word.size() > kMaxCachedWord) return bpe_word(t, word);
+  {
+    std::lock_guard<std::mutex> lock(t.cache_mutex);
+    auto it = t.cache.find(word);
+    if (it != t.cache.end()) return it->second;
+  }
+  std::vector<int> ids = bpe_word(t, word);
   std::lock_guard<std::mutex> lock(t.cache_mutex);
-  auto it = t.cache.find(word);
-  if (it != t.cache.end()) return it->second;
   if (t.cache.size() > 100000) t.cache.clear();
-  return t.cache.emplace(word, bpe(t, word)).first->second;
+  t.cache.emplace(word, ids);
+  return ids;
 }
 
 }  // namespace

@@ -89,7 +89,7 @@ OutputAction check_output(const std::string& out, const TrainSettings& s, bool f
   if (has_record) {
     json record;
     try {
-      record = json::parse(read_file((dir / "training.json").string()));
+      record = json::parse(read_file((dir / "training.json").string(), kMaxJsonFile));
     } catch (const json::exception&) {
       record = json::object();
     }
