@@ -11,6 +11,7 @@
 
 #include "cli/commands.hpp"
 #include "dist/dist.hpp"
+#include "eap/quality.hpp"
 #include "io/unit_file.hpp"
 #include "job/job.hpp"
 #include "runner/folder.hpp"
@@ -96,7 +97,13 @@ Run add_status_command(CLI::App& app) {
     }
     if (!m.is_object() || !m.contains("cells") || !m["cells"].is_array())
       fail_input(manifest_path, "not a sweep manifest (no 'cells' list)");
-    int64_t done = 0, missing = 0, failed = 0, damaged = 0, total = 0, cells_done = 0;
+    int64_t done = 0, missing = 0, failed = 0, damaged = 0, total = 0, cells_done = 0, flagged = 0;
+    eap::QualityThresholds thresholds;  // the sweep's, from the job's [quality]
+    if (m.contains("quality") && m["quality"].is_object())
+      for (auto [key, slot] : {std::pair{"min_effect_vs_clean", &thresholds.min_effect_vs_clean},
+                               std::pair{"min_effect_vs_spread", &thresholds.min_effect_vs_spread},
+                               std::pair{"min_accuracy", &thresholds.min_accuracy}})
+        if (m["quality"].contains(key) && m["quality"][key].is_number()) *slot = m["quality"][key].get<double>();
     double seconds = 0;
     std::vector<std::string> problems;
     struct Row {
@@ -117,14 +124,23 @@ Run add_status_command(CLI::App& app) {
         fail_input(where + ".n_batches", std::to_string(n) + " is not a batch count (1.." + std::to_string(job::kMaxBatches) + ")");
       const std::string hash = c.value("settings_hash", "");
       int64_t d = 0, f = 0, bad = 0;
+      std::vector<eap::BatchScores> batches;  // the cell's logit differences, for its quality
       for (int b = 0; b < n; ++b) {
         const std::string unit = runner::unit_path(*out, id, b);
         const runner::UnitCheck check = runner::inspect_unit_file(unit, id, hash, b);
         if (check.state == runner::UnitState::published) {
           ++d;
           try {
-            const auto u = io::read_unit(unit);
+            auto u = io::read_unit(unit);
             if (u.real_attrs.count("seconds")) seconds += u.real_attrs.at("seconds");
+            eap::BatchScores b;
+            b.n_prompts = u.n_prompts;
+            b.clean_ld = std::move(u.clean_ld);
+            b.corrupt_ld = std::move(u.corrupt_ld);
+            b.clean_correct = static_cast<int>(u.clean_correct);
+            b.clean_top = std::move(u.clean_top_token);
+            b.corrupt_top = std::move(u.corrupt_top_token);
+            batches.push_back(std::move(b));
           } catch (const InputError& e) {
             std::fprintf(stderr, "warning: %s\n", e.what());
           }
@@ -136,6 +152,13 @@ Run add_status_command(CLI::App& app) {
         }
       }
       rows.push_back({id, d, f, bad, n - d - f - bad});
+      if (d == n && static_cast<int64_t>(batches.size()) == n) {
+        std::vector<const eap::BatchScores*> ptrs;
+        for (const auto& b : batches) ptrs.push_back(&b);
+        const eap::CellQuality q = eap::assess_cell(ptrs, thresholds);
+        for (const auto& why : q.reasons) problems.push_back(id + ": flagged " + why);
+        flagged += q.flagged();
+      }
       done += d;
       failed += f;
       damaged += bad;
@@ -158,6 +181,9 @@ Run add_status_command(CLI::App& app) {
     std::printf("units: %lld done, %lld failed%s, %lld missing, of %lld; cells complete: %lld of %zu; compute time %.1f s\n",
                 static_cast<long long>(done), static_cast<long long>(failed), bad.c_str(), static_cast<long long>(missing), static_cast<long long>(total), static_cast<long long>(cells_done),
                 m["cells"].size(), seconds);
+    if (flagged)
+      std::printf("cells flagged: %lld of the complete ones (low_effect, low_accuracy or degenerate: see above)\n",
+                  static_cast<long long>(flagged));
   };
 }
 

@@ -314,6 +314,7 @@ UnitRecord read_unit(const std::string& path) {
 UnitHeader read_unit_header(const std::string& path) {
   quiet_hdf5();
   if (!std::filesystem::exists(path)) fail_input(path, "no such file");
+  check_regular_file(path, kMaxUnitFile);  // a FIFO would block HDF5, /dev/zero feed it forever
   if (H5Fis_hdf5(path.c_str()) <= 0) fail_input(path, "not an HDF5 file (truncated or foreign)");
   Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (file < 0) fail_input(path, "cannot open as HDF5 (truncated?)");

@@ -144,8 +144,8 @@ std::string summary_html(const SweepSummary& s) {
   for (size_t i = 0; i < s.cells.size(); ++i) {
     const CellSummary& c = s.cells[i];
     const std::string st = to_string(c.status);
-    h += "<tr class=\"cell\" data-status=\"" + st + "\" data-flags=\"" + esc(join_flags(c.flags)) + "\" id=\"cell-" +
-         esc(c.id) + "\">";
+    h += "<tr class=\"cell\" data-status=\"" + st + "\" id=\"cell-" + esc(c.id) + "\" data-flags=\"" +
+         esc(join_flags(c.flags)) + "\">";
     h += "<td class=\"num\">" + std::to_string(i + 1) + "</td><td class=\"nw\"><code>" + esc(c.id) + "</code></td>";
     h += "<td>BM" + std::to_string(c.model) + "</td><td>CS" + std::to_string(c.commandset) + "</td><td>" + esc(c.feature) +
          "</td>";
