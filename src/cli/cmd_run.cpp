@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 
@@ -31,6 +32,17 @@ int launcher_rank() {
   return -1;
 }
 }  // namespace
+
+// The message of one failure note of the sweep ("input: MESSAGE"), for the run's last line.
+static std::string first_input_failure(const std::string& out) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(out + "/failed", ec)) {
+    std::ifstream in(e.path());
+    std::string line;
+    if (std::getline(in, line) && line.rfind("input: ", 0) == 0) return line.substr(7);
+  }
+  return "bad input";
+}
 
 Run add_run_command(CLI::App& app) {
   struct Args {
@@ -79,7 +91,10 @@ Run add_run_command(CLI::App& app) {
     }
     if ((s.interrupted || s.units_failed) && rt.rank() != 0) throw ReportedElsewhere(1);
     if (s.interrupted) throw std::runtime_error("stopped by a signal before the sweep was complete");
-    if (s.units_failed) throw std::runtime_error(std::to_string(s.units_failed) + " unit(s) failed: see " + job.output + "/failed");
+    const std::string see = std::to_string(s.units_failed) + " unit(s) failed: see " + job.output + "/failed";
+    // When every failure is the input's fault (weights that hold NaN, say), say why: exit 2.
+    if (s.units_failed && s.units_failed == s.units_failed_input) throw InputError(first_input_failure(job.output) + " (" + see + ")");
+    if (s.units_failed) throw std::runtime_error(see);
   };
 }
 

@@ -218,7 +218,7 @@ RunSummary run_sweep(const job::Job& job_as_read, const dist::Runtime& rt, const
   dist::Counter next(rt), finished(rt);
   const UnitEnv env{job, rt, group, threads};
   Progress progress{to_do, plan.done_before, isatty(fileno(stderr)) != 0};
-  int64_t my_done = 0, my_failed = 0;
+  int64_t my_done = 0, my_failed = 0, my_failed_input = 0;
   bool stopped = false;
   while (const auto idx = pull(plan, group, next, stopped)) {
     const PlannedUnit& p = plan.pending[*idx];
@@ -233,11 +233,13 @@ RunSummary run_sweep(const job::Job& job_as_read, const dist::Runtime& rt, const
     else outcome = run_unit(env, *ws, plan, p.unit);
     publish(job, plan, p.unit, outcome, group.leader());
     (outcome.error == UnitOutcome::Error::none ? my_done : my_failed) += 1;
+    my_failed_input += outcome.error == UnitOutcome::Error::input;
     if (group.leader()) finished.next();
     if (rt.rank() == 0) progress.report(finished.peek(), false);
   }
   summary.units_done_now = rt.sum(group.leader() ? my_done : 0);
   summary.units_failed = rt.sum(group.leader() ? my_failed : 0);
+  summary.units_failed_input = rt.sum(group.leader() ? my_failed_input : 0);
   // A signal that came after the last unit was taken stopped nothing.
   summary.interrupted = rt.any(stopped) && summary.units_done_now + summary.units_failed < to_do;
   if (rt.rank() == 0) progress.report(finished.peek(), true);  // every rank has finished: the count is final

@@ -24,6 +24,7 @@ struct RunOptions {
 
 struct RunSummary {
   int64_t units_total = 0, units_done_before = 0, units_done_now = 0, units_failed = 0;
+  int64_t units_failed_input = 0;  // of the failed, those whose cause is bad input (a model's NaN weights)
   int64_t units_deferred = 0;  // waiting for another shard's units (run again once they are published)
   bool interrupted = false;  // stopped by a signal before all work was done
 };

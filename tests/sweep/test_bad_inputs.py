@@ -239,3 +239,18 @@ def test_reduce_inf_unit_names_the_file(done_sweep, tmp_path):
     assert len(lines) == 1, p.stderr
     assert f"{unit}: dataset 'scores' holds a non-finite value (inf)" in lines[0], lines[0]
     assert listing(out) == before, "files were written"
+
+
+def test_run_with_nan_weights_exits_2_naming_the_tensor(model, tmp_path):
+    # The weights are the input's fault: every unit fails on them, and the run says why with exit 2.
+    m = str(tmp_path / "m")
+    shutil.copytree(model, m)
+    nan_weight(m)
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", out, m, features=("EngTableName",), batches=2)
+    p = subprocess.run([BIN, "run", job], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    last = p.stderr.strip().splitlines()[-1]
+    assert re.search(r"error: .*model\.safetensors: tensor 'transformer\.h\.1\.mlp\.c_fc\.weight' has 1 non-finite.*"
+                     r"\(2 unit\(s\) failed: see .*/failed\)", last), last
+    assert not (out / "units").exists() or not listing(out / "units"), "a unit was stored as done"
