@@ -77,8 +77,10 @@ def cell_id(c: dict) -> str:
 
 
 def write_unit(path: str, cell: dict, batch: int, up, down, valid, scores, clean_ld, corrupt_ld, n_layers, n_heads,
-               n_positions: int = 6, rng=None):
-    """One unit file as io::write_unit writes it."""
+               n_positions: int = 6, rng=None, clean_correct=None, clean_top=None, corrupt_top=None):
+    """One unit file as io::write_unit writes it; clean_correct defaults to all prompts but one,
+    and the top tokens (clean_top, corrupt_top: [n_prompts]) are written only when given (files
+    of earlier versions lack them)."""
     rng = rng or np.random.default_rng(batch)
     B = len(clean_ld)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -96,6 +98,9 @@ def write_unit(path: str, cell: dict, batch: int, up, down, valid, scores, clean
             f.create_dataset(k, data=rng.integers(0, 50000, B, dtype=np.int64))
         f.create_dataset("clean_word", data=np.array([f"table{i}" for i in range(B)], dtype=object), dtype=s)
         f.create_dataset("corrupt_word", data=np.array([f"other{i}" for i in range(B)], dtype=object), dtype=s)
+        if clean_top is not None or corrupt_top is not None:
+            f.create_dataset("clean_top_token", data=np.asarray(clean_top, dtype=np.int64))
+            f.create_dataset("corrupt_top_token", data=np.asarray(corrupt_top, dtype=np.int64))
         a = f.attrs
         a["format"] = UNIT_FORMAT
         for k in ("hf_model", "feature", "dtype", "device", "downstream_heads", "metric_pairing"):
@@ -109,7 +114,8 @@ def write_unit(path: str, cell: dict, batch: int, up, down, valid, scores, clean
                     use_novel_names=int(cell["use_novel_names"]), use_synonyms_field=int(cell["use_synonyms_field"]),
                     use_synonyms_table=int(cell["use_synonyms_table"]), num_fields=cell["num_fields"],
                     batch_size=cell["batch_size"], n_batches=cell["n_batches"], n_layers=n_layers, n_heads=n_heads,
-                    rank=0, threads=1, n_prompts=B, n_positions=n_positions, clean_correct=B - 1)
+                    rank=0, threads=1, n_prompts=B, n_positions=n_positions,
+                    clean_correct=B - 1 if clean_correct is None else clean_correct)
         for k, v in ints.items():
             a.create(k, np.int64(v), dtype=np.int64)
         a.create("seconds", np.float64(0.25), dtype=np.float64)
@@ -208,8 +214,9 @@ def make_tiny_model(path, d_model: int = 32, layers: int = 2, heads: int = 4, se
     return str(path)
 
 
-def write_job(path, output, model, features=("EngTableName", "EngFieldName"), **settings) -> str:
-    """A job of len(features) cells (BM1, CS1, no novel names or synonyms) on the model folder `model`."""
+def write_job(path, output, model, features=("EngTableName", "EngFieldName"), quality=None, **settings) -> str:
+    """A job of len(features) cells (BM1, CS1, no novel names or synonyms) on the model folder `model`;
+    `quality`: the [quality] table's thresholds (a dict), none by default."""
     s = {"batch_size": 4, "batches": 2, "top_n": 10, "threads": 1, "seed": 0}
     s.update(settings)
     q = lambda v: f'"{v}"' if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
@@ -217,6 +224,8 @@ def write_job(path, output, model, features=("EngTableName", "EngFieldName"), **
              "features = [" + ", ".join(q(f) for f in features) + "]", "use_novel_names = [false]",
              "use_synonyms_field = [false]", "use_synonyms_table = [false]", "", "[settings]"]
     lines += [f"{k} = {q(v)}" for k, v in s.items()]
+    if quality:
+        lines += ["", "[quality]"] + [f"{k} = {q(v)}" for k, v in quality.items()]
     lines += ["", "[models.BM1]", f"cs1 = {q(str(model))}", f"tokenizer = {q(str(model))}", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))

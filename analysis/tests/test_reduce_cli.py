@@ -74,8 +74,13 @@ def test_reduce_matches_a_plain_recomputation(sweep):
                 assert "NaN" not in text and "nan" not in text and "Infinity" not in text, f
     index = open(os.path.join(out, "index.html")).read()
     assert '<table id="cells">' in index
+    flags = load.cell_summary(out).set_index("cell_id")["flags"]
     for c in cells:
-        assert f'data-status="{c["status"]}" id="cell-{c["id"]}"' in index
+        # data-flags: the cell's quality flags (space-separated), those of analysis/ for done cells.
+        m = re.search(f'data-status="{c["status"]}"(?: data-flags="([^"]*)")? id="cell-{re.escape(c["id"])}"', index)
+        assert m, c["id"]
+        if m.group(1) is not None:
+            assert m.group(1).split() == load.split_flags(flags[c["id"]]), (c["id"], m.group(1), flags[c["id"]])
     assert ">partial 1 of 3<" in index
     assert "CUDA out of memory (synthetic)" in index
     assert 'id="heatmap"' in index and 'id="recurrence"' in index

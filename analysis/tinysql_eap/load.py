@@ -29,11 +29,16 @@ complete ("done") when every one of its manifest batches is ``ok``.
 ``load_sweep(out)`` gives one row per (cell, batch, valid edge) with the cell's settings, the raw
 score and the score normalised by the cell's baselines (LD_clean, LD_corr: means of the per-prompt
 logit differences over every prompt of every usable batch of the cell).
+
+``cell_quality(out)`` gives per cell what ``reduce`` writes as ``parameters.quality`` (effect,
+spreads, clean accuracy, top-answer flips, the flags degenerate / low_effect / low_accuracy under
+the manifest's thresholds or keyword overrides), computed as src/eap/quality.cpp computes it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
@@ -59,7 +64,13 @@ _UNIT_NAME = re.compile(r"^b(\d{5,})\.h5$")
 # What a unit file must hold to be read whole (as io::read_unit, src/io/unit_file.cpp).
 _REQUIRED_ATTRS = ("n_prompts", "n_positions", "clean_correct")
 _IDENTITY_ATTRS = ("cell_id", "batch_index")
-_KEPT = ("scores", "valid", "upstream", "downstream", "clean_logit_diff", "corrupt_logit_diff")
+_KEPT = ("scores", "valid", "upstream", "downstream", "clean_logit_diff", "corrupt_logit_diff", "clean_top_token",
+         "corrupt_top_token")
+# What the quality of a cell needs (cell_quality, cell_summary): no scores.
+_KEPT_QUALITY = ("clean_logit_diff", "corrupt_logit_diff", "clean_top_token", "corrupt_top_token")
+# Optional datasets: each run's top token at the last position, [n_prompts]; absent in files written
+# before they were recorded. io::read_unit reads both when clean_top_token exists.
+_TOP_TOKENS = ("clean_top_token", "corrupt_top_token")
 
 STATES = ("ok", "damaged", "foreign", "failed", "missing", "extra")
 CELL_STATUSES = ("done", "partial", "missing", "failed", "damaged", "foreign")
@@ -197,6 +208,17 @@ def _read_unit(path: str) -> dict:
                                  f"expected {n}")
             # Every value is read: a file cut short fails here, not later.
             d[name] = _strings(ds) if h5py.check_string_dtype(ds.dtype) is not None else ds[()]
+        if _TOP_TOKENS[0] in f:  # as io::read_unit: then both, of n_prompts values each
+            for name in _TOP_TOKENS:
+                if name not in f:
+                    raise SweepError(f"{path}: dataset '{name}' is missing")
+                ds = f[name]
+                if not isinstance(ds, h5py.Dataset):
+                    raise SweepError(f"{path}: '{name}' is not a dataset")
+                if int(np.prod(ds.shape, dtype=np.int64)) != B:
+                    raise SweepError(f"{path}: dataset '{name}' has {int(np.prod(ds.shape, dtype=np.int64))} values, "
+                                     f"expected {B}")
+                d[name] = ds[()]
         for name, ds in f.items():  # anything else the file holds, as it is
             if name not in d and isinstance(ds, h5py.Dataset):
                 d[name] = _strings(ds) if h5py.check_string_dtype(ds.dtype) is not None else ds[()]
@@ -258,8 +280,9 @@ def _graph(d: dict):
     return (list(d["upstream"]), list(d["downstream"]), np.asarray(d["valid"]).tobytes())
 
 
-def _scan(out: str, cells: Optional[Iterable[str]] = None, keep: bool = False):
-    """(manifest, inventory rows, {(cell, batch): unit} of the ok files when ``keep``)."""
+def _scan(out: str, cells: Optional[Iterable[str]] = None, keep=False):
+    """(manifest, inventory rows, {(cell, batch): unit} of the ok files when ``keep``: True keeps
+    ``_KEPT``, a tuple of dataset names keeps those)."""
     manifest = read_manifest(out)
     wanted = set(cells) if cells is not None else None
     if wanted is not None:
@@ -293,7 +316,8 @@ def _scan(out: str, cells: Optional[Iterable[str]] = None, keep: bool = False):
                     continue
                 rows.append((cid, b, "ok", path, ""))
                 if keep:  # what the tables need; token ids and words stay on disk
-                    u["data"] = {k: u["data"][k] for k in _KEPT}
+                    names = _KEPT if keep is True else keep
+                    u["data"] = {k: u["data"][k] for k in names if k in u["data"]}
                     units[(cid, b)] = u
             elif os.path.exists(failure_path(out, cid, b)):
                 fp = failure_path(out, cid, b)
@@ -351,7 +375,7 @@ def _cell_settings(c: dict, attrs: dict) -> dict:
 
 
 _UNIT_COLUMNS = SETTINGS + ["batch", "path", "n_prompts", "n_positions", "clean_correct", "seconds", "clean_ld",
-                            "corrupt_ld"]
+                            "corrupt_ld", "clean_top", "corrupt_top"]
 
 
 def _units_table(manifest: dict, units: dict) -> pd.DataFrame:
@@ -364,6 +388,9 @@ def _units_table(manifest: dict, units: dict) -> pd.DataFrame:
             "n_positions": int(a["n_positions"]), "clean_correct": int(a["clean_correct"]), "seconds": a.get("seconds"),
             "clean_ld": [float(x) for x in d["clean_logit_diff"]],
             "corrupt_ld": [float(x) for x in d["corrupt_logit_diff"]],
+            # None when the file does not record top tokens (written before they were).
+            "clean_top": [int(x) for x in d["clean_top_token"]] if "clean_top_token" in d else None,
+            "corrupt_top": [int(x) for x in d["corrupt_top_token"]] if "clean_top_token" in d else None,
         })
     return pd.DataFrame(rows, columns=_UNIT_COLUMNS)
 
@@ -388,8 +415,9 @@ def _counts(rows) -> str:
 def load_units(out: str, cells: Optional[Iterable[str]] = None, strict: bool = False) -> pd.DataFrame:
     """One row per usable (``ok``) unit file of a manifest batch: the cell's settings (the
     manifest's; ``n_batches`` is the manifest's count, not the file's), batch, path, prompt and
-    position counts, clean accuracy count, seconds, and the per-prompt logit differences (lists)
-    for recomputing baselines. Damaged and foreign files are left out with a ``SweepWarning``
+    position counts, clean accuracy count, seconds, the per-prompt logit differences (lists)
+    for recomputing baselines, and each run's top token per prompt (``clean_top``,
+    ``corrupt_top``: lists, None in files written before they were recorded). Damaged and foreign files are left out with a ``SweepWarning``
     (``strict=True``: ``SweepError``)."""
     manifest, _, units = _load(out, cells, strict, "load_units")
     return _units_table(manifest, units)
@@ -430,12 +458,204 @@ def baselines(units: pd.DataFrame) -> pd.DataFrame:
                                        "complete", "clean_accuracy", "degenerate"])
 
 
+# --- Cell quality (src/eap/quality.cpp) -------------------------------------------------------
+
+QUALITY_DEFAULTS = {"min_effect_vs_clean": 0.05, "min_effect_vs_spread": 0.15, "min_accuracy": 0.5}
+QUALITY_FLAGS = ("degenerate", "low_effect", "low_accuracy")
+QUALITY_COLUMNS = ["cell_id", "complete", "n_prompts", "batches_present", "clean_ld", "corrupt_ld", "effect",
+                   "effect_spread", "ld_spread", "clean_accuracy", "flip_fraction", "flags", "flagged", "reasons"]
+
+
+def quality_thresholds(manifest, min_effect_vs_clean: Optional[float] = None,
+                       min_effect_vs_spread: Optional[float] = None,
+                       min_accuracy: Optional[float] = None) -> Dict[str, float]:
+    """The thresholds of the quality flags, as ``reduce`` takes them: ``QUALITY_DEFAULTS``, then the
+    manifest's ``quality`` object (the job's ``[quality]`` table; absent in older manifests), then
+    the keyword arguments that are not None (``reduce --min-effect-vs-clean`` etc.). ``manifest``:
+    the manifest (a dict) or the sweep folder."""
+    if isinstance(manifest, str):
+        where = os.path.join(manifest, "sweep.json")
+        manifest = read_manifest(manifest)
+    else:
+        where = "sweep.json"
+    t = dict(QUALITY_DEFAULTS)
+    q = manifest.get("quality") if isinstance(manifest, dict) else None
+    if q is not None:
+        if not isinstance(q, dict):
+            raise SweepError(f"{where}: quality: not an object")
+        for k in QUALITY_DEFAULTS:
+            if k in q:
+                v = q[k]
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise SweepError(f"{where}: quality.{k}: not a number")
+                t[k] = float(v)
+    for k, v in (("min_effect_vs_clean", min_effect_vs_clean), ("min_effect_vs_spread", min_effect_vs_spread),
+                 ("min_accuracy", min_accuracy)):
+        if v is not None:
+            v = float(v)
+            hi = 1.0 if k == "min_accuracy" else 1e9
+            if not (0 <= v <= hi):
+                raise ValueError(f"{k} = {v!r}: must be between 0 and {hi:g}")
+            t[k] = v
+    return t
+
+
+def _sample_sd(x: List[float]) -> float:
+    """Standard deviation with n - 1, 0 for fewer than two values; summed as quality.cpp sums."""
+    n = len(x)
+    if n < 2:
+        return 0.0
+    mean = 0.0
+    for v in x:
+        mean += v / n
+    ss = 0.0
+    for v in x:
+        ss += (v - mean) * (v - mean)
+    return math.sqrt(ss / (n - 1))
+
+
+def _c_g(fmt: str, x: float) -> str:
+    return fmt % x  # Python's %-formatting is C's printf for %g / %f
+
+
+def assess_cell(batches: List[dict], thresholds: Optional[Dict[str, float]] = None) -> dict:
+    """The quality of one cell from its batches, in batch order, as ``eap::assess_cell``: each batch
+    a dict with ``clean_ld``, ``corrupt_ld`` (per-prompt lists), ``clean_correct``, ``n_prompts``
+    and ``clean_top`` / ``corrupt_top`` (lists, or None when the file does not record them).
+
+    Returns clean_ld, corrupt_ld (means over every prompt; for metric_pairing "notebook" too, as the
+    C++ quality does), effect (clean_ld - corrupt_ld), effect_spread (standard deviation, n - 1,
+    over batches of each batch's mean clean - mean corrupt LD; 0 for one batch), ld_spread (the
+    same over every prompt of the clean LD), clean_accuracy, flip_fraction (share of prompts whose
+    corrupt top token is not the clean one; NaN when a batch lacks top tokens), flags (list, in the
+    order degenerate, low_effect, low_accuracy), reasons (one line per flag, the C++ text), flagged."""
+    t = dict(QUALITY_DEFAULTS)
+    t.update(thresholds or {})
+    clean: List[float] = []
+    batch_effects: List[float] = []
+    c_sum = r_sum = 0.0
+    correct = prompts = flips = with_tops = n_ld = 0
+    for b in batches:
+        bc = br = 0.0
+        for v in b["clean_ld"]:
+            v = float(v)
+            clean.append(v)
+            bc += v
+            c_sum += v
+        for v in b["corrupt_ld"]:
+            v = float(v)
+            br += v
+            r_sum += v
+        n = len(b["clean_ld"])
+        n_ld += n
+        if n:
+            batch_effects.append((bc - br) / n)
+        correct += int(b["clean_correct"])
+        prompts += int(b["n_prompts"])
+        ct, rt = b.get("clean_top"), b.get("corrupt_top")
+        if ct is not None and rt is not None and len(ct) == n and len(rt) == n:
+            flips += sum(int(x) != int(y) for x, y in zip(ct, rt))
+            with_tops += n
+    clean_ld, corrupt_ld = (c_sum / n_ld, r_sum / n_ld) if n_ld else (0.0, 0.0)
+    q = {"clean_ld": clean_ld, "corrupt_ld": corrupt_ld, "effect": clean_ld - corrupt_ld,
+         "effect_spread": _sample_sd(batch_effects), "ld_spread": _sample_sd(clean),
+         "clean_accuracy": correct / prompts if prompts else 0.0,
+         "flip_fraction": flips / prompts if (with_tops == prompts and prompts > 0) else float("nan")}
+    flags, reasons = [], []
+    e = abs(q["effect"])
+    if degenerate(clean_ld, corrupt_ld):
+        flags.append("degenerate")
+        reasons.append("degenerate: LD_clean = %.9g, LD_corr = %.9g over %d prompts, so no normalised score exists"
+                       % (clean_ld, corrupt_ld, n_ld))
+    elif e < t["min_effect_vs_clean"] * abs(clean_ld) or e < t["min_effect_vs_spread"] * q["ld_spread"]:
+        flags.append("low_effect")
+        reasons.append("low_effect: |LD_clean - LD_corr| = %.4g is small against |LD_clean| = %.4g" % (e, abs(clean_ld))
+                       + " and the spread of LD over prompts %.4g: the corruption barely moves the metric, and the "
+                       "normalised scores divide by this small number" % q["ld_spread"])
+    if q["clean_accuracy"] < t["min_accuracy"]:
+        flags.append("low_accuracy")
+        reasons.append("low_accuracy: the clean run's top answer is right for %.1f%% of prompts (threshold %.0f%%): "
+                       "the model does not do this task" % (100 * q["clean_accuracy"], 100 * t["min_accuracy"]))
+    q.update(flags=flags, reasons=reasons, flagged=bool(flags))
+    return q
+
+
+def _quality_rows(units: pd.DataFrame, thresholds: Dict[str, float]) -> Dict[str, dict]:
+    """{cell: assess_cell of its usable batches (batch order) + n_prompts, batches_present, complete}."""
+    found = {}
+    if units.empty:
+        return found
+    for cell, g in units.sort_values(["cell_id", "batch"]).groupby("cell_id", sort=False):
+        batches = [{"clean_ld": r.clean_ld, "corrupt_ld": r.corrupt_ld, "clean_correct": r.clean_correct,
+                    "n_prompts": r.n_prompts, "clean_top": r.clean_top, "corrupt_top": r.corrupt_top}
+                   for r in g.itertuples(index=False)]
+        q = assess_cell(batches, thresholds)
+        n_batches = int(g["n_batches"].iloc[0])
+        q.update(cell_id=cell, n_prompts=int(sum(len(b["clean_ld"]) for b in batches)), batches_present=len(g),
+                 complete=sorted(int(b) for b in g["batch"]) == list(range(n_batches)))
+        found[cell] = q
+    return found
+
+
+def join_flags(flags) -> str:
+    """["low_effect", "low_accuracy"] -> "low_effect,low_accuracy" ("" for none)."""
+    return ",".join(flags or [])
+
+
+def split_flags(flags) -> List[str]:
+    """The inverse of ``join_flags``; a list passes through, None / NaN is no flag."""
+    if flags is None or (isinstance(flags, float) and math.isnan(flags)):
+        return []
+    if isinstance(flags, str):
+        return [f for f in flags.replace(" ", ",").split(",") if f]
+    return list(flags)
+
+
+def cell_quality(out: str, cells: Optional[Iterable[str]] = None, complete_only: bool = True, strict: bool = False,
+                 min_effect_vs_clean: Optional[float] = None, min_effect_vs_spread: Optional[float] = None,
+                 min_accuracy: Optional[float] = None) -> pd.DataFrame:
+    """Per cell, how far its result can be trusted: what ``reduce`` computes (``parameters.quality``
+    of its result JSON, the summary page's flags), from the cell's usable unit files.
+
+    Columns (``QUALITY_COLUMNS``): cell_id, complete, n_prompts, batches_present, clean_ld,
+    corrupt_ld, effect (LD_clean - LD_corr over every prompt), effect_spread (standard deviation over
+    batches of each batch's effect, 0 for one batch), ld_spread (standard deviation over prompts of
+    the clean LD), clean_accuracy, flip_fraction (NaN when a unit file does not record top tokens),
+    flags (comma-separated: ``degenerate``, ``low_effect``, ``low_accuracy``; "" for none), flagged
+    (bool), reasons (list of one-line explanations, the C++ text).
+
+    Thresholds: ``quality_thresholds`` (defaults, then the manifest's ``quality``, then these
+    keyword arguments). Only complete (``done``) cells by default, as ``reduce`` assesses only
+    those; ``complete_only=False`` adds the cells with some usable batches (``complete`` False: their
+    numbers are provisional). Damaged and foreign files: ``SweepWarning`` (``strict``: ``SweepError``)."""
+    manifest, rows, units = _scan(out, cells, keep=_KEPT_QUALITY)
+    for (cid, b), u in units.items():
+        u["path"] = unit_path(out, cid, b)
+    _report(rows, strict, "cell_quality")
+    t = quality_thresholds(manifest, min_effect_vs_clean, min_effect_vs_spread, min_accuracy)
+    found = _quality_rows(_units_table(manifest, units), t)
+    recs = []
+    for c in manifest["cells"]:
+        q = found.get(c["id"])
+        if q is None or (complete_only and not q["complete"]):
+            continue
+        recs.append({**q, "flags": join_flags(q["flags"])})
+    if not recs:
+        warnings.warn(SweepWarning(f"cell_quality: no {'complete ' if complete_only else ''}cell in {out} "
+                                   f"({_counts(rows)})"), stacklevel=2)
+    df = pd.DataFrame(recs, columns=QUALITY_COLUMNS)
+    df["complete"] = df["complete"].astype(bool)
+    df["flagged"] = df["flagged"].astype(bool)
+    return df
+
+
 SWEEP_COLUMNS = SETTINGS + ["batch", "upstream", "downstream", "from_edge", "to_edge", "up_index", "down_index", "score",
-                            "norm_score", "complete"]
+                            "norm_score", "complete", "flags"]
 
 
 def load_sweep(out: str, cells: Optional[Iterable[str]] = None, complete_only: bool = False,
-               strict: bool = False) -> pd.DataFrame:
+               strict: bool = False, min_effect_vs_clean: Optional[float] = None,
+               min_effect_vs_spread: Optional[float] = None, min_accuracy: Optional[float] = None) -> pd.DataFrame:
     """The tidy table: one row per (cell, usable batch, valid edge).
 
     Columns: the cell's settings (``SETTINGS``, the manifest's), ``batch``, ``upstream`` /
@@ -443,7 +663,9 @@ def load_sweep(out: str, cells: Optional[Iterable[str]] = None, complete_only: b
     ``to_edge`` (the notebook's names, e.g. ``l0.h3``), ``up_index`` / ``down_index`` (graph
     indices, the ranking's tie order), ``score`` (raw, float32 as stored), ``norm_score`` (score x
     1 / (LD_clean - LD_corr), NaN for a degenerate cell), ``complete`` (every batch 0 ..
-    n_batches - 1 of the manifest is there and usable).
+    n_batches - 1 of the manifest is there and usable), ``flags`` (the cell's quality flags,
+    comma-separated, "" for none: ``cell_quality``'s, from its usable batches, under the manifest's
+    thresholds or the keyword arguments; ``compare.edge_sets`` leaves flagged cells out by default).
 
     Damaged and foreign unit files are left out with a ``SweepWarning`` naming them
     (``strict=True``: ``SweepError``); an empty table comes with a ``SweepWarning`` saying why.
@@ -453,6 +675,8 @@ def load_sweep(out: str, cells: Optional[Iterable[str]] = None, complete_only: b
     if table.empty:
         return pd.DataFrame(columns=SWEEP_COLUMNS)
     base = baselines(table).set_index("cell_id")
+    t = quality_thresholds(manifest, min_effect_vs_clean, min_effect_vs_spread, min_accuracy)
+    flags = {c: join_flags(q["flags"]) for c, q in _quality_rows(table, t).items()}
     if complete_only and not base["complete"].any():
         st = _statuses(manifest, rows)
         listed = "; ".join(f"{c} {s}" for c, s in list(st.items())[:5]) + (" ..." if len(st) > 5 else "")
@@ -483,12 +707,13 @@ def load_sweep(out: str, cells: Optional[Iterable[str]] = None, complete_only: b
         for k in SETTINGS:
             frame[k] = getattr(row, k)
         frame["complete"] = bool(b["complete"])
+        frame["flags"] = flags[row.cell_id]
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True)
     names = {n: display_name(n) for n in pd.unique(pd.concat([df["upstream"], df["downstream"]]))}
     df["from_edge"] = df["upstream"].map(names)
     df["to_edge"] = df["downstream"].map(names)
-    for k in ("upstream", "downstream", "from_edge", "to_edge", "cell_id", "feature"):
+    for k in ("upstream", "downstream", "from_edge", "to_edge", "cell_id", "feature", "flags"):
         df[k] = df[k].astype("category")
     return df[SWEEP_COLUMNS]
 
@@ -525,20 +750,42 @@ def _statuses(manifest: dict, rows) -> Dict[str, str]:
     return {c["id"]: _status(by_cell[c["id"]]) for c in manifest["cells"] if c["id"] in by_cell}
 
 
-def cell_summary(out: str, cells: Optional[Iterable[str]] = None) -> pd.DataFrame:
+SUMMARY_QUALITY_COLUMNS = ["clean_ld", "corrupt_ld", "effect", "effect_spread", "ld_spread", "clean_accuracy",
+                           "flip_fraction", "flags", "flagged"]
+
+
+def cell_summary(out: str, cells: Optional[Iterable[str]] = None, min_effect_vs_clean: Optional[float] = None,
+                 min_effect_vs_spread: Optional[float] = None, min_accuracy: Optional[float] = None) -> pd.DataFrame:
     """One row per manifest cell: cell_id, status (``cell_status``), n_batches (the manifest's),
-    and how many of its batches are ok, missing, failed, damaged, foreign."""
-    manifest, rows, _ = _scan(out, cells)
+    how many of its batches are ok, missing, failed, damaged, foreign, and for ``done`` cells their
+    quality (``cell_quality``: clean_ld, corrupt_ld, effect, effect_spread, ld_spread,
+    clean_accuracy, flip_fraction, flags, flagged; NaN / None / <NA> for the other cells). The
+    keyword arguments override the manifest's quality thresholds (``quality_thresholds``)."""
+    manifest, rows, units = _scan(out, cells, keep=_KEPT_QUALITY)
+    for (cid, b), u in units.items():
+        u["path"] = unit_path(out, cid, b)
     st = _statuses(manifest, rows)
+    t = quality_thresholds(manifest, min_effect_vs_clean, min_effect_vs_spread, min_accuracy)
+    quality = _quality_rows(_units_table(manifest, units), t)
     out_rows = []
     for c in manifest["cells"]:
         if c["id"] not in st:
             continue
         states = [r[2] for r in rows if r[0] == c["id"] and r[2] != "extra"]
-        out_rows.append({"cell_id": c["id"], "status": st[c["id"]], "n_batches": int(c["n_batches"]),
-                         **{s: states.count(s) for s in ("ok", "missing", "failed", "damaged", "foreign")}})
-    return pd.DataFrame(out_rows, columns=["cell_id", "status", "n_batches", "ok", "missing", "failed", "damaged",
-                                           "foreign"])
+        row = {"cell_id": c["id"], "status": st[c["id"]], "n_batches": int(c["n_batches"]),
+               **{s: states.count(s) for s in ("ok", "missing", "failed", "damaged", "foreign")}}
+        q = quality.get(c["id"]) if st[c["id"]] == "done" else None
+        if q is not None:
+            row.update({k: q[k] for k in SUMMARY_QUALITY_COLUMNS})
+            row["flags"] = join_flags(q["flags"])
+        else:
+            row.update({k: float("nan") for k in SUMMARY_QUALITY_COLUMNS})
+            row.update(flags=None, flagged=pd.NA)
+        out_rows.append(row)
+    df = pd.DataFrame(out_rows, columns=["cell_id", "status", "n_batches", "ok", "missing", "failed", "damaged",
+                                         "foreign"] + SUMMARY_QUALITY_COLUMNS)
+    df["flagged"] = df["flagged"].astype("boolean")
+    return df
 
 
 def cell_status(out: str, cells: Optional[Iterable[str]] = None, strict: bool = False) -> Dict[str, str]:
