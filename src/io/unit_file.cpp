@@ -40,6 +40,7 @@ struct Id {
     if (id >= 0) close(id);
   }
   Id(const Id&) = delete;
+  Id(Id&& o) noexcept : id(o.id), close(o.close) { o.id = -1; }
   operator hid_t() const { return id; }
 };
 
@@ -238,21 +239,27 @@ herr_t collect_attr(hid_t loc, const char* name, const H5A_info_t*, void* data) 
   return 0;
 }
 
-}  // namespace
-
-UnitRecord read_unit(const std::string& path) {
+// Opens a unit file with its root attributes in `attrs` (the format tag checked and dropped).
+// HDF5 would wait on a FIFO and read /dev/zero without end, so the file must be regular first.
+Id open_unit(const std::string& path, UnitRecord& attrs) {
   quiet_hdf5();
-  // HDF5 would wait on a FIFO and read /dev/zero without end.
   check_regular_file(path, kMaxUnitFile);
   if (H5Fis_hdf5(path.c_str()) <= 0) fail_input(path, "not an HDF5 file (truncated or foreign)");
   Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (file < 0) fail_input(path, "cannot open as HDF5");
-  UnitRecord u;
+  if (file < 0) fail_input(path, "cannot open as HDF5 (truncated?)");
   hsize_t idx = 0;
-  H5Aiterate2(file, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attr, &u);
-  if (u.text_attrs["format"] != kUnitFormat)
-    fail_input(path, "not a tinysql-eap unit file (format attribute '" + u.text_attrs["format"] + "')");
-  u.text_attrs.erase("format");
+  H5Aiterate2(file, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attr, &attrs);
+  if (attrs.text_attrs["format"] != kUnitFormat)
+    fail_input(path, "not a tinysql-eap unit file (format attribute '" + attrs.text_attrs["format"] + "')");
+  attrs.text_attrs.erase("format");
+  return file;
+}
+
+}  // namespace
+
+UnitRecord read_unit(const std::string& path) {
+  UnitRecord u;
+  const Id file = open_unit(path, u);
   const Reader r{file, path};
   auto take_int = [&](const char* k) {
     auto it = u.int_attrs.find(k);
@@ -312,17 +319,8 @@ UnitRecord read_unit(const std::string& path) {
 }
 
 UnitHeader read_unit_header(const std::string& path) {
-  quiet_hdf5();
-  if (!std::filesystem::exists(path)) fail_input(path, "no such file");
-  check_regular_file(path, kMaxUnitFile);  // a FIFO would block HDF5, /dev/zero feed it forever
-  if (H5Fis_hdf5(path.c_str()) <= 0) fail_input(path, "not an HDF5 file (truncated or foreign)");
-  Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (file < 0) fail_input(path, "cannot open as HDF5 (truncated?)");
   UnitRecord attrs;
-  hsize_t idx = 0;
-  H5Aiterate2(file, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_attr, &attrs);
-  if (attrs.text_attrs["format"] != kUnitFormat)
-    fail_input(path, "not a tinysql-eap unit file (format attribute '" + attrs.text_attrs["format"] + "')");
+  const Id file = open_unit(path, attrs);
   const Reader r{file, path};
   auto int_attr = [&](const char* k) {
     auto it = attrs.int_attrs.find(k);
