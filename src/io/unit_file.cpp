@@ -59,11 +59,24 @@ struct Writer {
     if (r < 0) throw std::runtime_error(path + ": HDF5 could not write " + what + " (disk full?)");
   }
 
-  void dataset(const char* name, hid_t type, std::vector<hsize_t> dims, const void* data) {
+  // Numbers of kCompressFrom bytes or more are stored shuffled and deflated (one chunk per
+  // dataset): score matrices are mostly zeros off the graph's edges, so large units shrink
+  // severalfold; below that a chunk's index costs more than deflate saves. Any HDF5 reader (h5py
+  // included) decompresses them transparently.
+  static constexpr hsize_t kCompressFrom = 16 * 1024;
+  void dataset(const char* name, hid_t type, std::vector<hsize_t> dims, const void* data, bool compress = true) {
     for (hsize_t d : dims)
       if (d == 0) dims = {0};  // an empty dataset stays one-dimensional
     Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
-    Id ds(H5Dcreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+    Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    hsize_t bytes = H5Tget_size(type);
+    for (hsize_t d : dims) bytes *= d;
+    if (compress && bytes >= kCompressFrom && H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0) {
+      H5Pset_chunk(dcpl, static_cast<int>(dims.size()), dims.data());
+      H5Pset_shuffle(dcpl);
+      H5Pset_deflate(dcpl, 4);
+    }
+    Id ds(H5Dcreate2(file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), H5Dclose);
     if (ds < 0) check(-1, name);
     if (dims[0] > 0) check(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), name);
   }
@@ -71,7 +84,7 @@ struct Writer {
     std::vector<const char*> p;
     for (const auto& s : v) p.push_back(s.c_str());
     Id t(string_type(), H5Tclose);
-    dataset(name, t, {v.size()}, p.data());
+    dataset(name, t, {v.size()}, p.data(), false);  // variable-length: the filters would see only pointers
   }
   void attr(const char* name, hid_t type, const void* value) {
     Id space(H5Screate(H5S_SCALAR), H5Sclose);

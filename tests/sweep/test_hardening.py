@@ -236,3 +236,21 @@ def test_paths_in_the_way_are_named(model, reference, tmp_path):
     line = one_error_line(call("plot", "--out", pictures, results[0], twin / results[0].name))
     assert "would overwrite" in line and str(results[0]) in line, line
     assert not pictures.exists() or not any(pictures.iterdir())
+
+
+def test_large_datasets_of_unit_files_are_compressed(tmp_path):
+    import h5py
+    import numpy as np
+    # 4 layers x 16 heads: a 68 x 196 score matrix (53 KB) is compressed; small datasets stay plain.
+    m = make_model(tmp_path / "m", d_model=64, layers=4, heads=16)
+    out = tmp_path / "out"
+    run(write_job(tmp_path / "job.toml", out, m, ["EngTableName"], batches=1))
+    path = out / "units" / CELL / "b00000.h5"
+    with h5py.File(path, "r") as f:
+        assert f["scores"].shape == (68, 196)
+        assert f["scores"].compression == "gzip" and f["scores"].shuffle
+        assert f["clean_logit_diff"].compression is None
+        scores, valid = f["scores"][()], f["valid"][()]
+        stored = f["scores"].id.get_storage_size()
+    assert (scores[valid == 1] != 0).mean() > 0.9 and not scores[valid == 0].any()
+    assert stored < 0.9 * scores.nbytes, (stored, scores.nbytes)  # the zeros off the graph's edges compress
