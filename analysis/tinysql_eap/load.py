@@ -196,6 +196,8 @@ def _read_unit(path: str) -> dict:
         want = {"scores": U * D, "valid": U * D, "upstream": U, "downstream": D, "clean_logit_diff": B,
                 "corrupt_logit_diff": B, "clean_input_ids": B * P, "corrupt_input_ids": B * P, "clean_token_id": B,
                 "corrupt_token_id": B, "answer_token_id": B, "clean_word": B, "corrupt_word": B}
+        if _TOP_TOKENS[0] in f:  # as io::read_unit: then both, of n_prompts values each
+            want.update({name: B for name in _TOP_TOKENS})
         d = {}
         for name, n in want.items():
             if name not in f:
@@ -208,17 +210,6 @@ def _read_unit(path: str) -> dict:
                                  f"expected {n}")
             # Every value is read: a file cut short fails here, not later.
             d[name] = _strings(ds) if h5py.check_string_dtype(ds.dtype) is not None else ds[()]
-        if _TOP_TOKENS[0] in f:  # as io::read_unit: then both, of n_prompts values each
-            for name in _TOP_TOKENS:
-                if name not in f:
-                    raise SweepError(f"{path}: dataset '{name}' is missing")
-                ds = f[name]
-                if not isinstance(ds, h5py.Dataset):
-                    raise SweepError(f"{path}: '{name}' is not a dataset")
-                if int(np.prod(ds.shape, dtype=np.int64)) != B:
-                    raise SweepError(f"{path}: dataset '{name}' has {int(np.prod(ds.shape, dtype=np.int64))} values, "
-                                     f"expected {B}")
-                d[name] = ds[()]
         for name, ds in f.items():  # anything else the file holds, as it is
             if name not in d and isinstance(ds, h5py.Dataset):
                 d[name] = _strings(ds) if h5py.check_string_dtype(ds.dtype) is not None else ds[()]

@@ -268,6 +268,24 @@ Id open_unit(const std::string& path, UnitRecord& attrs) {
   return file;
 }
 
+// A root integer attribute that every unit file has.
+int64_t required_int(const UnitRecord& attrs, const Reader& r, const char* key) {
+  const auto it = attrs.int_attrs.find(key);
+  if (it == attrs.int_attrs.end()) r.bad(std::string("attribute '") + key + "' is missing");
+  return it->second;
+}
+
+// The graph's size, from the score matrix's shape: [n_upstream, n_downstream].
+std::pair<hsize_t, hsize_t> graph_dims(hid_t file, const Reader& r) {
+  Id ds(H5Dopen2(file, "scores", H5P_DEFAULT), H5Dclose);
+  if (ds < 0) r.bad("dataset 'scores' is missing");
+  const auto d = r.dims(ds);
+  if (d.size() != 2) r.bad("dataset 'scores' is not two-dimensional");
+  if (d[0] > kMaxNodes || d[1] > kMaxNodes)
+    r.bad("dataset 'scores' is " + std::to_string(d[0]) + " x " + std::to_string(d[1]) + ", more nodes than a graph has");
+  return {d[0], d[1]};
+}
+
 }  // namespace
 
 UnitRecord read_unit(const std::string& path) {
@@ -275,10 +293,8 @@ UnitRecord read_unit(const std::string& path) {
   const Id file = open_unit(path, u);
   const Reader r{file, path};
   auto take_int = [&](const char* k) {
-    auto it = u.int_attrs.find(k);
-    if (it == u.int_attrs.end()) r.bad(std::string("attribute '") + k + "' is missing");
-    const int64_t v = it->second;
-    u.int_attrs.erase(it);
+    const int64_t v = required_int(u, r, k);
+    u.int_attrs.erase(k);
     return v;
   };
   auto take_count = [&](const char* k) {
@@ -289,16 +305,9 @@ UnitRecord read_unit(const std::string& path) {
   u.n_prompts = take_count("n_prompts");
   u.n_positions = take_count("n_positions");
   u.clean_correct = take_int("clean_correct");
-  {
-    Id ds(H5Dopen2(file, "scores", H5P_DEFAULT), H5Dclose);
-    if (ds < 0) r.bad("dataset 'scores' is missing");
-    const auto d = r.dims(ds);
-    if (d.size() != 2) r.bad("dataset 'scores' is not two-dimensional");
-    if (d[0] > kMaxNodes || d[1] > kMaxNodes)
-      r.bad("dataset 'scores' is " + std::to_string(d[0]) + " x " + std::to_string(d[1]) + ", more nodes than a graph has");
-    u.n_upstream = static_cast<int>(d[0]);
-    u.n_downstream = static_cast<int>(d[1]);
-  }
+  const auto [n_up, n_down] = graph_dims(file, r);
+  u.n_upstream = static_cast<int>(n_up);
+  u.n_downstream = static_cast<int>(n_down);
   const hsize_t U = u.n_upstream, D = u.n_downstream, B = u.n_prompts, P = u.n_positions;
   u.scores = r.read<float>("scores", H5T_NATIVE_FLOAT, {U, D});
   u.valid = r.read<uint8_t>("valid", H5T_NATIVE_UINT8, {U, D});
@@ -335,13 +344,8 @@ UnitHeader read_unit_header(const std::string& path) {
   UnitRecord attrs;
   const Id file = open_unit(path, attrs);
   const Reader r{file, path};
-  auto int_attr = [&](const char* k) {
-    auto it = attrs.int_attrs.find(k);
-    if (it == attrs.int_attrs.end()) r.bad(std::string("attribute '") + k + "' is missing");
-    return it->second;
-  };
-  const hsize_t B = static_cast<hsize_t>(int_attr("n_prompts")), P = static_cast<hsize_t>(int_attr("n_positions"));
-  hsize_t U = 0, D = 0;
+  const hsize_t B = static_cast<hsize_t>(required_int(attrs, r, "n_prompts"));
+  const hsize_t P = static_cast<hsize_t>(required_int(attrs, r, "n_positions"));
   // Every dataset with the size the others imply: a file cut short or written by a killed
   // writer under its final name fails here, before anyone trusts it.
   auto expect = [&](const char* name, std::vector<hsize_t> want) {
@@ -354,14 +358,7 @@ UnitHeader read_unit_header(const std::string& path) {
     if (n > 0 && H5Dget_storage_size(ds) == 0)
       r.bad(std::string("dataset '") + name + "' holds no data");
   };
-  {
-    Id ds(H5Dopen2(file, "scores", H5P_DEFAULT), H5Dclose);
-    if (ds < 0) r.bad("dataset 'scores' is missing or unreadable");
-    const auto d = r.dims(ds);
-    if (d.size() != 2) r.bad("dataset 'scores' is not two-dimensional");
-    U = d[0];
-    D = d[1];
-  }
+  const auto [U, D] = graph_dims(file, r);
   expect("scores", {U, D});
   expect("valid", {U, D});
   expect("upstream", {U});
@@ -371,10 +368,14 @@ UnitHeader read_unit_header(const std::string& path) {
     expect(n, {B});
   expect("clean_input_ids", {B, P});
   expect("corrupt_input_ids", {B, P});
+  if (H5Lexists(file, "clean_top_token", H5P_DEFAULT) > 0) {  // as read_unit: then both, [n_prompts]
+    expect("clean_top_token", {B});
+    expect("corrupt_top_token", {B});
+  }
   UnitHeader h;
   h.cell_id = attrs.text_attrs["cell_id"];
   h.settings_hash = attrs.text_attrs["settings_hash"];
-  h.batch_index = int_attr("batch_index");
+  h.batch_index = required_int(attrs, r, "batch_index");
   return h;
 }
 

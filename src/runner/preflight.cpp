@@ -14,7 +14,10 @@
 #include "util/error.hpp"
 
 namespace teap::runner {
+namespace {
 
+// Estimated peak bytes of one EAP batch of B prompts of P tokens, the last S of which differ
+// between clean and corrupt (the prefix is computed once, without gradients), weights included.
 double estimate_batch_bytes(int L, int H, int d, int dh, int f, int B, int P, int S, double weight_bytes) {
   const double f32 = 4;
   // Per suffix position, both runs: each layer's recorded activations (q, k, v, z per head, the
@@ -28,6 +31,7 @@ double estimate_batch_bytes(int L, int H, int d, int dh, int f, int B, int P, in
   return weight_bytes + f32 * B * (S * per_suffix + (P - S) * per_prefix + attention);
 }
 
+// Memory this machine has available now (MemAvailable), in bytes; 0 when unknown.
 double available_memory_bytes() {
   std::ifstream in("/proc/meminfo");
   std::string key;
@@ -37,8 +41,6 @@ double available_memory_bytes() {
     if (key == "MemAvailable:") return kb * 1024.0;
   return 0;
 }
-
-namespace {
 
 std::string gib(double bytes) {
   char buf[32];

@@ -27,13 +27,4 @@ struct PreflightResult {
 // (BM1 gpt_neo, BM2 qwen2, BM3 llama) is a problem unless settings.any_architecture.
 PreflightResult preflight(const job::Job& job, const PreflightContext& context);
 
-// Estimated peak bytes of one EAP batch of `prompts` prompts of `positions` tokens, the last
-// `suffix` of which differ between clean and corrupt (the prefix is computed once, without
-// gradients), for a model of these sizes, weights included (`weight_bytes` as computed).
-double estimate_batch_bytes(int n_layers, int n_heads, int d_model, int d_head, int d_mlp, int prompts, int positions,
-                            int suffix, double weight_bytes);
-
-// Memory this machine has available now (MemAvailable), in bytes; 0 when unknown.
-double available_memory_bytes();
-
 }  // namespace teap::runner

@@ -100,9 +100,9 @@ PlanOutcome agree_on_plan(const job::Job& job, const dist::Runtime& rt, const Ru
     try {
       o.plan = plan_on_rank0(job, rt, options, shard, lock, o.weights_ids);
     } catch (const InputError& e) {
-      o = PlanOutcome{PlanOutcome::Error::input, e.what(), {}};
+      o = PlanOutcome{PlanOutcome::Error::input, e.what(), {}, {}};
     } catch (const std::exception& e) {
-      o = PlanOutcome{PlanOutcome::Error::failure, e.what(), {}};
+      o = PlanOutcome{PlanOutcome::Error::failure, e.what(), {}, {}};
     }
     message = encode_outcome(o);
   }

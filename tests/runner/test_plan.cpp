@@ -161,9 +161,9 @@ TEST(Plan, MessageRoundTripKeepsPlanAndErrorKind) {
   EXPECT_EQ(back.plan.total, o.plan.total);
   EXPECT_EQ(back.plan.done_before, o.plan.done_before);
 
-  const PlanOutcome input = decode_outcome(encode_outcome(PlanOutcome{PlanOutcome::Error::input, "job.toml: bad", {}}));
+  const PlanOutcome input = decode_outcome(encode_outcome(PlanOutcome{PlanOutcome::Error::input, "job.toml: bad", {}, {}}));
   EXPECT_THROW(input.rethrow(), InputError);
-  const PlanOutcome failure = decode_outcome(encode_outcome(PlanOutcome{PlanOutcome::Error::failure, "disk", {}}));
+  const PlanOutcome failure = decode_outcome(encode_outcome(PlanOutcome{PlanOutcome::Error::failure, "disk", {}, {}}));
   try {
     failure.rethrow();
     FAIL() << "no throw";
