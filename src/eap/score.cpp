@@ -9,55 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "eap/evaluate.hpp"
+#include "eap/runs.hpp"
 #include "model/model.hpp"
 #include "util/error.hpp"
 
 namespace teap::eap {
 namespace {
-
-at::Tensor as_tensor(const std::vector<int64_t>& v, int64_t rows, int64_t cols) {
-  return at::tensor(at::ArrayRef<int64_t>(v), at::kLong).view({rows, cols});
-}
-
-// Per-prompt logit differences [B] from the final hidden state: `metric`, whose batch mean is
-// differentiated, and `recorded`, what the batch result keeps (the baselines' pairing).
-struct LogitDiffs {
-  at::Tensor metric, recorded;
-};
-
-LogitDiffs logit_diff(const model::Model& m, const at::Tensor& hidden, const at::Tensor& clean, const at::Tensor& corrupt,
-                      MetricPairing pairing, const MetricPairs& broadcast = {}) {
-  const int64_t B = clean.size(0);
-  if (pairing == MetricPairing::Own) {
-    const at::Tensor l = model::last_position_logits(m, hidden, at::stack({clean, corrupt}, 1));  // [B,2]
-    const at::Tensor ld = l.select(1, 0) - l.select(1, 1);
-    return {ld, ld};
-  }
-  if (pairing == MetricPairing::BatchBroadcast) {
-    const at::Tensor all = at::cat({clean, corrupt}).unsqueeze(0).expand({B, 2 * B}).contiguous();
-    const at::Tensor l = model::last_position_logits(m, hidden, all);  // [B,2B]
-    const at::Tensor ld = l.narrow(1, 0, B).mean(1) - l.narrow(1, B, B).mean(1);
-    return {ld, ld};
-  }
-  // Notebook: the own pair, then the K broadcast pairs, read in one product: [B, 2 + 2K].
-  const int64_t K = static_cast<int64_t>(broadcast.clean.size());
-  const at::Tensor pairs = at::cat({at::tensor(at::ArrayRef<int64_t>(broadcast.clean), at::kLong),
-                                    at::tensor(at::ArrayRef<int64_t>(broadcast.corrupt), at::kLong)})
-                               .to(clean.device());
-  const at::Tensor all = at::cat({at::stack({clean, corrupt}, 1), pairs.unsqueeze(0).expand({B, 2 * K})}, 1).contiguous();
-  const at::Tensor l = model::last_position_logits(m, hidden, all);  // [B, 2+2K]
-  return {l.narrow(1, 2, K).mean(1) - l.narrow(1, 2 + K, K).mean(1), l.select(1, 0) - l.select(1, 1)};
-}
-
-std::vector<int64_t> to_ids(const at::Tensor& t) {
-  const at::Tensor c = t.detach().to(at::kCPU, at::kLong).contiguous();
-  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
-}
-
-std::vector<double> to_vector(const at::Tensor& t) {
-  const at::Tensor c = t.detach().to(at::kCPU, at::kDouble).contiguous();
-  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
-}
 
 // X [r, L] . Y[k, L]^T for a very long L and small r, k. BLAS splits a product's threads over its
 // rows and columns, of which there are few here; cutting L into one slice per thread and adding
@@ -85,19 +43,6 @@ struct PhaseClock {
 
 at::Tensor grad_or_zeros(const at::Tensor& t) {
   return t.grad().defined() ? t.grad() : at::zeros_like(t);
-}
-
-// The first position at which some prompt's clean and corrupt ids differ, at most P - 1 (the
-// last position is always computed: the metric reads it).
-int64_t first_difference(const BatchInput& in) {
-  int64_t first = in.n_positions - 1;
-  for (int i = 0; i < in.n_prompts; ++i)
-    for (int64_t p = 0; p < first; ++p)
-      if (in.clean_ids[i * in.n_positions + p] != in.corrupt_ids[i * in.n_positions + p]) {
-        first = p;
-        break;
-      }
-  return first;
 }
 
 }  // namespace
@@ -141,19 +86,10 @@ std::vector<double> logit_diffs(const model::Model& m, const std::vector<int64_t
                        .recorded);
 }
 
-namespace {
-
-// A NaN or Inf from an overflowing activation would otherwise be stored as a done unit and ranked.
-void check_finite(const model::Model& m, const std::vector<double>& v, const char* what) {
-  for (size_t i = 0; i < v.size(); ++i)
-    if (!std::isfinite(v[i]))
-      throw std::runtime_error(m.path + ": non-finite " + what + " (" + std::to_string(v[i]) + ") for prompt " +
-                               std::to_string(i) + ": the model's logits overflow or are NaN");
-}
-
-}  // namespace
-
 BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput& in, const ScoreOptions& options) {
+  if (options.method == Method::Exact) return exact_batch(m, g, in, options);
+  if (options.method != Method::Eap)
+    throw InputError("method " + to_string(options.method) + " is not available in this build");
   check_batch(m, in);
   check_options(m, options);
   const auto& c = m.config;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "eap/graph.hpp"
+#include "eap/method.hpp"
 #include "eap/metric.hpp"
 
 namespace teap::model {
@@ -34,6 +35,8 @@ struct MetricPairs {
 };
 
 struct ScoreOptions {
+  Method method = Method::Eap;
+  int ig_steps = kDefaultIgSteps;  // eap-ig-inputs: the interpolation's steps m
   MetricPairing pairing = MetricPairing::Own;
   // pairing == Notebook: the pairs every prompt's logit difference is broadcast over, the answer
   // pairs of the cell's last batch (runner::notebook_metric_pairs); required in that mode, unused
@@ -47,7 +50,8 @@ struct ScoreOptions {
   std::function<void(void*, size_t, bool, bool)> sum_scores;
 };
 
-// Memory: the upstream differences of the batch [n_upstream, B*P, d_model] plus one downstream
+// The method's score matrix of one batch (exact: eap/evaluate.hpp's exact_batch).
+// Memory (eap): the upstream differences of the batch [n_upstream, B*P, d_model] plus one downstream
 // layer's gradients [3H+1, B*P, d_model] at a time, in float32 (float64 for a float64 model),
 // besides the two runs' activation records.
 BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput& in, const ScoreOptions& options = {});

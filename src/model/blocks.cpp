@@ -35,6 +35,32 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
 
 }  // namespace
 
+at::Tensor attend(const Model& m, at::Tensor q, at::Tensor k, at::Tensor v, double scale, bool rotary,
+                  AttentionMask mask, int64_t pos0, const at::Tensor& prefix_k, const at::Tensor& prefix_v) {
+  const bool has_prefix = prefix_k.defined();
+  if (has_prefix) {  // keys and values of positions [0, pos0) from the run that computed them
+    k = at::cat({prefix_k.detach().narrow(1, 0, pos0), k}, 1);
+    v = at::cat({prefix_v.detach().narrow(1, 0, pos0), v}, 1);
+  }
+  const int64_t key_pos0 = has_prefix ? 0 : pos0, P = q.size(1);
+  if (rotary) {
+    q = apply_rotary(m, q, pos0);
+    k = apply_rotary(m, k, key_pos0);
+  }
+  const auto ct = compute_type(m);
+  at::Tensor scores = at::matmul(q.transpose(1, 2).to(ct), k.transpose(1, 2).transpose(2, 3).to(ct));
+  if (scale != 1.0) scores = scores * scale;  // [B,H,P,Pk]
+  const auto opts = at::TensorOptions().dtype(at::kLong).device(q.device());
+  const int64_t Pk = k.size(1);
+  const at::Tensor i = at::arange(pos0, pos0 + P, opts).view({P, 1});
+  const at::Tensor j = at::arange(key_pos0, key_pos0 + Pk, opts).view({1, Pk});
+  at::Tensor allowed = j <= i;
+  if (mask.local) allowed = allowed & ((i - j) < mask.window);
+  scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  const at::Tensor probs = at::softmax(scores, -1).to(m.dtype);
+  return at::matmul(probs, v.transpose(1, 2)).transpose(1, 2);  // [B,P,H,dh]
+}
+
 at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, bool rotary,
                      AttentionMask mask, const LayerContext& ctx) {
   const auto& c = m.config;
@@ -64,27 +90,8 @@ at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, 
     rec->k = k;
     rec->v = v;
   }
-  if (ctx.prefix) {  // keys and values of positions [0, pos0) from the run that computed them
-    k = at::cat({ctx.prefix->k.detach().narrow(1, 0, ctx.pos0), k}, 1);
-    v = at::cat({ctx.prefix->v.detach().narrow(1, 0, ctx.pos0), v}, 1);
-  }
-  const int64_t key_pos0 = ctx.prefix ? 0 : ctx.pos0;
-  if (rotary) {
-    q = apply_rotary(m, q, ctx.pos0);
-    k = apply_rotary(m, k, key_pos0);
-  }
-  const auto ct = compute_type(m);
-  at::Tensor scores = at::matmul(q.transpose(1, 2).to(ct), k.transpose(1, 2).transpose(2, 3).to(ct));
-  if (scale != 1.0) scores = scores * scale;  // [B,H,P,Pk]
-  const auto opts = at::TensorOptions().dtype(at::kLong).device(xn.device());
-  const int64_t Pk = k.size(1);
-  const at::Tensor i = at::arange(ctx.pos0, ctx.pos0 + P, opts).view({P, 1});
-  const at::Tensor j = at::arange(key_pos0, key_pos0 + Pk, opts).view({1, Pk});
-  at::Tensor allowed = j <= i;
-  if (mask.local) allowed = allowed & ((i - j) < mask.window);
-  scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
-  const at::Tensor probs = at::softmax(scores, -1).to(m.dtype);
-  const at::Tensor z = at::matmul(probs, v.transpose(1, 2)).transpose(1, 2);  // [B,P,H,dh]
+  const at::Tensor z = ctx.prefix ? attend(m, q, k, v, scale, rotary, mask, ctx.pos0, ctx.prefix->k, ctx.prefix->v)
+                                   : attend(m, q, k, v, scale, rotary, mask, ctx.pos0, at::Tensor(), at::Tensor());
   if (rec) rec->z = z;
   return linear(z.reshape({B, P, H * dh}), w.w_o, w.b_o);
 }

@@ -36,6 +36,13 @@ struct AttentionMask {
   int window = 0;
 };
 
+// The core of causal attention on per-query-head q, k, v [B,P,H,d_head] (before rotary) of
+// positions [pos0, pos0+P): rotary when the family uses it, keys and values of positions
+// [0, pos0) prepended from `prefix_k`/`prefix_v` [B,>=pos0,H,d_head] when defined, masked softmax.
+// Returns z [B,P,H,d_head], each query head's attention-weighted values.
+at::Tensor attend(const Model& m, at::Tensor q, at::Tensor k, at::Tensor v, double scale, bool rotary,
+                  AttentionMask mask, int64_t pos0, const at::Tensor& prefix_k, const at::Tensor& prefix_v);
+
 // Attention of layer `l` on its normed input xn [B,P,d]: Q/K/V projections, rotary when the
 // family uses it, causal softmax, W_O. Records q/k/v/z into ctx.rec when given, retaining the
 // gradients of q/k/v when ctx.grads.
@@ -52,7 +59,22 @@ using MlpFn = at::Tensor (*)(const LayerWeights&, const at::Tensor&);
 at::Tensor pre_norm_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx, double attn_scale,
                           bool rotary, MlpFn mlp);
 
-// The per-family layers and embeddings (gpt_neo.cpp, llama.cpp).
+// What a family's pre-norm block is made of, so that the patched run (patched.cpp) builds the same
+// block with per-destination inputs.
+struct BlockSpec {
+  double attn_scale = 1.0;
+  bool rotary = false;
+  MlpFn mlp = nullptr;
+};
+
+// The per-family blocks, layers and embeddings (gpt_neo.cpp, llama.cpp).
+BlockSpec gpt_neo_block(const Model& m);
+BlockSpec llama_block(const Model& m);
+inline BlockSpec block_spec(const Model& m) {
+  return m.config.family == Family::GptNeo ? gpt_neo_block(m) : llama_block(m);
+}
+// The token (+ position) embedding of ids [B,P] at positions pos0.. (the family's).
+at::Tensor embed(const Model& m, const at::Tensor& ids, int64_t pos0);
 at::Tensor gpt_neo_embed(const Model& m, const at::Tensor& ids, int64_t pos0);
 at::Tensor gpt_neo_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx);
 at::Tensor llama_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx);

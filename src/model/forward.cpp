@@ -48,6 +48,10 @@ at::Tensor norm_vjp(const Model& m, int layer, int which, const at::Tensor& x, c
   return (g - xhat * (g * xhat).mean(-1, true)) * rinv;
 }
 
+at::Tensor embed(const Model& m, const at::Tensor& ids, int64_t pos0) {
+  return m.config.family == Family::GptNeo ? gpt_neo_embed(m, ids, pos0) : at::embedding(m.weights.wte, ids);
+}
+
 at::Tensor forward(const Model& m, const at::Tensor& ids, ActivationRecord* record, int64_t start,
                    const ActivationRecord* prefix) {
   TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == at::kLong, "forward: ids must be [B,P] int64");
@@ -55,7 +59,7 @@ at::Tensor forward(const Model& m, const at::Tensor& ids, ActivationRecord* reco
   check_ids(m, ids);
   const bool neo = m.config.family == Family::GptNeo;
   const at::Tensor dev_ids = ids.narrow(1, start, ids.size(1) - start).to(m.device);
-  at::Tensor x = neo ? gpt_neo_embed(m, dev_ids, start) : at::embedding(m.weights.wte, dev_ids);
+  at::Tensor x = embed(m, dev_ids, start);
   const bool grads = record && record->with_grads;
   if (record) {
     record->embed = x;

@@ -9,9 +9,12 @@ at::Tensor gpt_neo_embed(const Model& m, const at::Tensor& ids, int64_t pos0) {
   return at::embedding(m.weights.wte, ids) + at::embedding(m.weights.wpe, pos).unsqueeze(0);
 }
 
+// LayerNorm, attention without the 1/sqrt(d_head) scaling (global or local per layer), gelu_new MLP.
+BlockSpec gpt_neo_block(const Model&) { return BlockSpec{1.0, /*rotary=*/false, gelu_mlp}; }
+
 at::Tensor gpt_neo_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx) {
-  // LayerNorm, attention without the 1/sqrt(d_head) scaling (global or local per layer), gelu_new MLP.
-  return pre_norm_layer(m, l, x, ctx, 1.0, /*rotary=*/false, gelu_mlp);
+  const BlockSpec b = gpt_neo_block(m);
+  return pre_norm_layer(m, l, x, ctx, b.attn_scale, b.rotary, b.mlp);
 }
 
 }  // namespace teap::model

@@ -6,9 +6,14 @@
 
 namespace teap::model {
 
+// RMSNorm, rotary attention scaled by 1/sqrt(d_head), gated SiLU MLP.
+BlockSpec llama_block(const Model& m) {
+  return BlockSpec{1.0 / std::sqrt(static_cast<double>(m.config.d_head)), /*rotary=*/true, gated_mlp};
+}
+
 at::Tensor llama_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx) {
-  // RMSNorm, rotary attention scaled by 1/sqrt(d_head), gated SiLU MLP.
-  return pre_norm_layer(m, l, x, ctx, 1.0 / std::sqrt(static_cast<double>(m.config.d_head)), /*rotary=*/true, gated_mlp);
+  const BlockSpec b = llama_block(m);
+  return pre_norm_layer(m, l, x, ctx, b.attn_scale, b.rotary, b.mlp);
 }
 
 }  // namespace teap::model
