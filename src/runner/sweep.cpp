@@ -82,8 +82,7 @@ Plan plan_on_rank0(const job::Job& job_as_read, const dist::Runtime& rt, const R
   if (!options.dry_run) lock.emplace(lock_folder(job, shard));
   const nlohmann::json manifest = merge_manifest(job.output + "/sweep.json", manifest_of(job));
   const std::vector<UnitKind> kinds = unit_kinds(job);
-  const FolderScan scan = scan_folder(
-      job.output, job, kinds, [](const std::string& p, const job::Cell& c, int b) { return inspect_unit_file(p, c, b); });
+  const FolderScan scan = scan_folder(job.output, job, kinds, inspect_file);
   Plan plan = make_plan(job, kinds, scan, shard);
   if (options.dry_run) print_dry_run_cells(job, scan);
   else prepare_folder(job, manifest, scan, plan, shard);
@@ -229,7 +228,7 @@ RunSummary run_sweep(const job::Job& job_as_read, const dist::Runtime& rt, const
       break;
     }
     UnitOutcome outcome;
-    if (needs == Needs::failed) outcome = UnitOutcome{UnitOutcome::Error::failure, "needs " + failed_unit + ", which failed", {}, 0};
+    if (needs == Needs::failed) outcome = UnitOutcome{UnitOutcome::Error::failure, "needs " + failed_unit + ", which failed", {}, {}, 0};
     else outcome = run_unit(env, *ws, plan, p.unit);
     publish(job, plan, p.unit, outcome, group.leader());
     (outcome.error == UnitOutcome::Error::none ? my_done : my_failed) += 1;
