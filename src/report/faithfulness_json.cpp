@@ -1,0 +1,46 @@
+#include "report/faithfulness_json.hpp"
+
+#include <cmath>
+
+namespace teap::report {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+ojson number(double x) { return std::isfinite(x) ? ojson(x) : ojson(nullptr); }
+
+}  // namespace
+
+ojson faithfulness_json(const eap::CellFaithfulness& f, const FaithfulnessContext& c) {
+  ojson j = ojson::object();
+  j["scored_nodes"] = {{"input", c.input_node}, {"logits", c.logits_node}};
+  j["never_ablated"] = std::string(c.input_node && c.logits_node ? "nothing: both extra nodes were scored"
+                                   : c.input_node                ? "edges into logits"
+                                   : c.logits_node               ? "edges from input"
+                                                                 : "edges from input and edges into logits");
+  j["pruned"] = c.pruned;
+  j["top_n"] = c.top_n;
+  j["batches"] = c.batches_evaluated;
+  j["n_batches"] = c.n_batches;
+  if (!f.no_faithfulness.empty()) j["no_faithfulness"] = f.no_faithfulness;
+  ojson circuits = ojson::object();
+  for (const auto& x : f.circuits) {
+    ojson o = ojson::object();
+    o["F"] = number(x.f);
+    o["spread"] = number(x.spread);
+    o["edges"] = x.edges;
+    if (x.k > 0) o["k"] = x.k;
+    ojson per = ojson::array();
+    for (double v : x.per_batch) per.push_back(number(v));
+    o["per_batch"] = std::move(per);
+    circuits[x.name] = std::move(o);
+  }
+  j["circuits"] = std::move(circuits);
+  ojson curve = ojson::array();
+  for (size_t i = 0; i < f.curve_k.size(); ++i) curve.push_back({{"k", static_cast<int64_t>(f.curve_k[i])}, {"F", number(f.curve_f[i])}});
+  j["curve"] = std::move(curve);
+  j["auc_log_k"] = number(f.auc);
+  return j;
+}
+
+}  // namespace teap::report
