@@ -56,9 +56,12 @@ std::vector<std::string> check_before_work(const job::Job& job, const dist::Runt
 }
 
 void print_dry_run_cells(const job::Job& job, const FolderScan& scan) {
-  for (size_t c = 0; c < job.cells.size(); ++c)
-    std::printf("%-48s %d/%d batches done\n", job.cells[c].id.c_str(), scan.done_in_cell(0, static_cast<int>(c)),
+  for (size_t c = 0; c < job.cells.size(); ++c) {
+    std::printf("%-48s %d/%d batches done", job.cells[c].id.c_str(), scan.done_in_cell(0, static_cast<int>(c)),
                 scan.n_batches);
+    if (scan.state.size() > 1) std::printf(", %d/%d evaluated", scan.done_in_cell(1, static_cast<int>(c)), scan.n_batches);
+    std::printf("\n");
+  }
   for (const auto& p : scan.problems)
     std::printf("%s unit file, to be moved aside and recomputed: %s\n",
                 p.check.state == UnitState::damaged ? "damaged" : "foreign", p.check.why.c_str());
