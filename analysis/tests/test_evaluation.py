@@ -495,3 +495,35 @@ def test_real_sweep_other_evaluate_table_is_foreign(real, tmp_path):
     # The runner's evaluation hash is the settings hash of settings + ";" + evaluation.
     m = json.loads(saved)
     assert all(c["evaluation_hash"] == fnv1a64(c["settings"] + ";" + c["evaluation"]) for c in m["cells"])
+
+
+def demo_model():
+    """The trained demo model: TEAP_DEMO_MODEL, else the repository's .cache/demo-model
+    (scripts/demo.sh trains it), else build/tests/sweep/demo-model (ctest's sweep_quality trains
+    it); None when none holds one."""
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    for d in (os.environ.get("TEAP_DEMO_MODEL", ""), os.path.join(root, ".cache", "demo-model"),
+              os.path.join(root, "build", "tests", "sweep", "demo-model")):
+        if d and os.path.isfile(os.path.join(d, "config.json")) and os.path.isfile(os.path.join(d, "model.safetensors")):
+            return os.path.abspath(d)
+    return None
+
+
+def test_demo_model_circuits_carry_the_behaviour(tmp_path):
+    """On the trained demo model (the notebook's graph), the consistent circuit keeps most of the
+    clean-corrupt gap, far above what the never-ablated edges keep alone, and F(k) climbs to 1."""
+    model = demo_model()
+    if model is None:
+        pytest.skip("no trained demo model (TEAP_DEMO_MODEL, or .cache/demo-model from scripts/demo.sh)")
+    out = tmp_path / "out"
+    job = write_job(tmp_path / "job.toml", out, model, features=("EngTableName",), batches=2, batch_size=30, top_n=10)
+    add_evaluate(job, "")
+    run_teap("--log-level", "warn", "run", job, check=0)
+    cf = evaluation.cell_faithfulness(str(out))
+    assert len(cf) == 1 and cf["complete"].all()
+    r = cf.iloc[0]
+    assert r["consistent_edges"] > 0
+    assert r["consistent_F"] > 0.5 and r["consistent_F"] > r["empty_F"] + 0.3, r
+    assert r["full_F"] == pytest.approx(1.0, abs=1e-4) and r["curve_F"][-1] == pytest.approx(1.0, abs=1e-4)
+    assert r["empty_F"] < r["auc_log_k"] < 1.1
+    assert r["curve_k"][:6] == [1, 2, 5, 10, 20, 50]  # the default list, capped at the graph's edges
