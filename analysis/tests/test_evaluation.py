@@ -434,7 +434,7 @@ def test_real_sweep_with_both_nodes_scored_and_pruning(real):
     assert df["input_node"].all() and df["logits_node"].all() and df["prune"].all()
     j = evaluation.faithfulness_object(out, df["cell_id"].iloc[0])
     assert j["scored_nodes"] == {"input": True, "logits": True}
-    assert j["never_ablated"] == "nothing: both extra nodes were scored" and j["pruned"] is True
+    assert j["never_ablated"] == "nothing: every edge was scored" and j["pruned"] is True
     # With both extra nodes scored, keeping no edge is the corrupt run: F(empty) = 0 on average.
     p = evaluation.load_evaluations(out, prompts=True)
     empty = p[p["circuit"] == "empty"]

@@ -534,9 +534,12 @@ def faithfulness_object(source, cell: str, strict: bool = False) -> dict:
         raise SweepError(f"{cell}: no usable evaluation file")
     first = circuits.iloc[0]
     inp, lo = bool(first["input_node"]), bool(first["logits_node"])
+    heads = first.get("downstream_heads", "qkv") != "none"
+    never = ([] if inp else ["edges from input"]) + ([] if heads else ["edges into head q/k/v inputs"]) + \
+        ([] if lo else ["edges into logits"])
     j = {"scored_nodes": {"input": inp, "logits": lo},
-         "never_ablated": ("nothing: both extra nodes were scored" if inp and lo else "edges into logits" if inp
-                           else "edges from input" if lo else "edges from input and edges into logits"),
+         "never_ablated": (", ".join(never[:-1]) + " and " + never[-1] if len(never) > 1 else
+                           never[0] if never else "nothing: every edge was scored"),
          "pruned": bool(first["prune"]), "top_n": int(first["top_n"]), "batches": int(first["batches"]),
          "n_batches": int(first["n_batches"])}
     if first["no_faithfulness"]:

@@ -207,6 +207,7 @@ Run add_attribute_command(CLI::App& app) {
       report::FaithfulnessContext fc;
       fc.input_node = a->input_node;
       fc.logits_node = a->logits_node;
+      fc.head_destinations = g.heads_down();
       fc.pruned = a->prune;
       fc.top_n = a->top_n;
       fc.batches_evaluated = fc.n_batches = a->cell.batches;

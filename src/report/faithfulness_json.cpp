@@ -1,6 +1,8 @@
 #include "report/faithfulness_json.hpp"
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 namespace teap::report {
 namespace {
@@ -14,10 +16,13 @@ ojson number(double x) { return std::isfinite(x) ? ojson(x) : ojson(nullptr); }
 ojson faithfulness_json(const eap::CellFaithfulness& f, const FaithfulnessContext& c) {
   ojson j = ojson::object();
   j["scored_nodes"] = {{"input", c.input_node}, {"logits", c.logits_node}};
-  j["never_ablated"] = std::string(c.input_node && c.logits_node ? "nothing: both extra nodes were scored"
-                                   : c.input_node                ? "edges into logits"
-                                   : c.logits_node               ? "edges from input"
-                                                                 : "edges from input and edges into logits");
+  std::vector<std::string> never;  // what the scoring graph did not have (docs/faithfulness.md)
+  if (!c.input_node) never.push_back("edges from input");
+  if (!c.head_destinations) never.push_back("edges into head q/k/v inputs");
+  if (!c.logits_node) never.push_back("edges into logits");
+  std::string text;
+  for (size_t i = 0; i < never.size(); ++i) text += (i ? (i + 1 == never.size() ? " and " : ", ") : "") + never[i];
+  j["never_ablated"] = never.empty() ? std::string("nothing: every edge was scored") : text;
   j["pruned"] = c.pruned;
   j["top_n"] = c.top_n;
   j["batches"] = c.batches_evaluated;

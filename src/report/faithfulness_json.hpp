@@ -11,6 +11,7 @@ namespace teap::report {
 
 struct FaithfulnessContext {
   bool input_node = false, logits_node = false;  // the nodes the scoring graph had
+  bool head_destinations = true;                 // false: downstream_heads = "none" (MLP destinations only)
   bool pruned = false;
   int top_n = 0;  // the top-n that made the consistent circuit
   int batches_evaluated = 0, n_batches = 0;
