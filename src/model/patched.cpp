@@ -114,10 +114,7 @@ std::array<at::Tensor, 3> head_inputs(const Pass& p, int64_t l, const at::Tensor
     const float* cp = cols.data_ptr<float>();  // [3H, rows]
     std::map<std::vector<float>, std::vector<int64_t>> groups;
     for (int64_t j = 0; j < H3; ++j) groups[std::vector<float>(cp + j * rows, cp + (j + 1) * rows)].push_back(j);
-    for (const auto& [col, members] : groups) {
-      const bool patched = std::any_of(col.begin(), col.end(), [](float v) { return v != 0.0f; });
-      at::Tensor xin = xc;
-      if (patched) xin = xc.to(p.ct) + p.patch_of(c, rows, base + members.front(), 1).view({p.N, p.d});
+    auto project = [&](const at::Tensor& xin, const std::vector<int64_t>& members) {
       const at::Tensor xn = apply_norm(m, static_cast<int>(l), 1, xin).to(m.dtype);  // [N, d]
       const int64_t n = static_cast<int64_t>(members.size());
       const at::Tensor idx = at::tensor(at::ArrayRef<int64_t>(members), at::kLong).to(w_all.device());
@@ -127,6 +124,23 @@ std::array<at::Tensor, 3> head_inputs(const Pass& p, int64_t l, const at::Tensor
         const int64_t j = members[i];
         out.select(0, j / p.H).narrow(0, c * p.B, p.B).select(2, j % p.H).copy_(o.select(1, i).view({p.B, p.Ps, p.dh}));
       }
+    };
+    std::vector<const std::vector<int64_t>*> patched;
+    for (const auto& [col, members] : groups) {
+      if (std::any_of(col.begin(), col.end(), [](float v) { return v != 0.0f; })) patched.push_back(&members);
+      else project(xc, members);  // the unpatched heads read the shared stream
+    }
+    // The patched copies' patches a block at a time: one product reads the differences once per
+    // block, not once per copy.
+    const at::Tensor xs = xc.to(p.ct);
+    const at::Tensor block_cols = p.A.select(0, c).narrow(0, 0, rows).narrow(1, base, H3);  // [rows, 3H]
+    for (size_t b0 = 0; b0 < patched.size(); b0 += size_t(p.heads_per_block)) {
+      const size_t nb = std::min(patched.size() - b0, size_t(p.heads_per_block));
+      std::vector<int64_t> first_member;
+      for (size_t i = 0; i < nb; ++i) first_member.push_back(patched[b0 + i]->front());
+      const at::Tensor sel = at::tensor(at::ArrayRef<int64_t>(first_member), at::kLong).to(block_cols.device());
+      const at::Tensor pt = at::mm(block_cols.index_select(1, sel).t(), p.diff.select(0, c).narrow(0, 0, rows));  // [nb, Nd]
+      for (size_t i = 0; i < nb; ++i) project(pt.select(0, int64_t(i)).view({p.N, p.d}) + xs, *patched[b0 + i]);
     }
   }
   return {out.select(0, 0), out.select(0, 1), out.select(0, 2)};
