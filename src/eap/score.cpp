@@ -5,11 +5,13 @@
 
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "eap/evaluate.hpp"
+#include "eap/gradient_sum.hpp"
 #include "eap/runs.hpp"
 #include "model/model.hpp"
 #include "util/error.hpp"
@@ -88,8 +90,8 @@ std::vector<double> logit_diffs(const model::Model& m, const std::vector<int64_t
 
 BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput& in, const ScoreOptions& options) {
   if (options.method == Method::Exact) return exact_batch(m, g, in, options);
-  if (options.method != Method::Eap)
-    throw InputError("method " + to_string(options.method) + " is not available in this build");
+  if (options.method == Method::EapIgInputs && (options.ig_steps < 1 || options.ig_steps > kMaxIgSteps))
+    throw InputError("ig_steps: " + std::to_string(options.ig_steps) + " is outside 1.." + std::to_string(kMaxIgSteps));
   check_batch(m, in);
   check_options(m, options);
   const auto& c = m.config;
@@ -122,7 +124,13 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   }
   const model::ActivationRecord* before = start > 0 ? &prefix : nullptr;
 
-  model::ActivationRecord clean;
+  model::ActivationRecord clean, corrupt;
+  // eap-ig-inputs, clean-corrupted: the gradients of several runs, summed (eap/gradient_sum.hpp).
+  std::unique_ptr<GradientSum> sum;
+  if (options.method != Method::Eap) {
+    sum = std::make_unique<GradientSum>(m, g, N);
+    gradient_runs(m, in, options, start, before, clean, corrupt, out, *sum);
+  } else {
   clean.with_grads = true;
   {
     at::AutoGradMode grad_on(true);
@@ -143,7 +151,6 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     clock.lap(&ScoreProfile::accuracy);
   }
 
-  model::ActivationRecord corrupt;
   {
     at::NoGradGuard no_grad;
     const at::Tensor hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &corrupt, start, before);
@@ -153,6 +160,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     out.corrupt_top = to_ids(model::full_logits(m, hidden.narrow(1, Ps - 1, 1)).squeeze(1).argmax(-1));
   }
   clock.lap(&ScoreProfile::corrupt_forward);
+  }  // eap
   // Both records cover positions [start, P): N = B * Ps rows of d features.
 
   at::NoGradGuard no_grad;
@@ -162,13 +170,13 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   for (int l = 0; l < c.n_layers; ++l) {
     const auto& rc = clean.layers[l];
     const auto& rr = corrupt.layers[l];
-    const at::Tensor z_diff = (rc.z.detach() - rr.z).to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh});
+    const at::Tensor z_diff = (rc.z.detach() - rr.z.detach()).to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh});
     const at::Tensor w_o = m.weights.layers[l].w_o.to(ct).view({d, H, dh}).permute({1, 2, 0}).contiguous();  // [H,dh,d]
     at::Tensor heads_out = A.narrow(0, g.head_up(l, 0), H);
     at::bmm_out(heads_out, z_diff, w_o);  // each head's z_h . W_O[h], written in place
-    A.select(0, g.mlp_up(l)).copy_((rc.mlp_out.detach() - rr.mlp_out).to(ct).reshape({N, d}));
+    A.select(0, g.mlp_up(l)).copy_((rc.mlp_out.detach() - rr.mlp_out.detach()).to(ct).reshape({N, d}));
   }
-  if (g.input_up() >= 0) A.select(0, g.input_up()).copy_((clean.embed.detach() - corrupt.embed).to(ct).reshape({N, d}));
+  if (g.input_up() >= 0) A.select(0, g.input_up()).copy_((clean.embed.detach() - corrupt.embed.detach()).to(ct).reshape({N, d}));
   const at::Tensor A2 = A.view({U, N * d});
   clock.lap(&ScoreProfile::differences);
 
@@ -187,6 +195,9 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     // One buffer for every layer's gradients: a fresh allocation per layer costs page faults.
     if (!G_buffer.defined()) G_buffer = at::empty({g.heads_down() ? 3 * H + 1 : 1, N, d}, A.options());
     at::Tensor Gall = G_buffer.narrow(0, 0, K);
+    if (sum) {
+      sum->layer_gradients(b, Gall);  // the runs' summed gradients at the layer's destinations
+    } else {
     // The MLP's input: the norm's VJP of the gradient at the MLP's normalised input.
     Gall.select(0, K - 1).copy_(model::norm_vjp(m, b, 2, rc.resid_mid.detach(), grad_or_zeros(rc.mlp_in).detach()).reshape({N, d}));
     if (head_cols) {
@@ -215,6 +226,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
       heads(1, rc.k, w.w_k, group);
       heads(2, rc.v, w.w_v, group);
     }
+    }  // eap
     const at::Tensor G = Gall.view({K, N * d});
     // One pass over the upstream differences per layer: every column of the layer at once.
     const at::Tensor term = long_product(A2.narrow(0, 0, rows_m), G);  // [rows_m, K]
@@ -227,9 +239,11 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     }
   }
   if (g.logits_down() >= 0) {
-    const at::Tensor Gl = grad_or_zeros(clean.resid_final).detach().to(ct).reshape({1, N * d});
+    const at::Tensor Gl = sum ? sum->final_gradient().reshape({1, N * d})
+                              : grad_or_zeros(clean.resid_final).detach().to(ct).reshape({1, N * d});
     S.narrow(1, g.logits_down(), 1).copy_(at::matmul(A2, Gl.t()));
   }
+  if (sum) S.div_(sum->runs());  // the mean of the runs' gradients
   // Checked before a rank group adds its parts, so that the rank that overflowed is the one to say so.
   if (!at::isfinite(S).all().item<bool>())
     throw std::runtime_error(m.path + ": non-finite edge scores (NaN or Inf): the model's activations or gradients overflow");
