@@ -15,6 +15,7 @@
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "eap/graph.hpp"
@@ -104,6 +105,13 @@ int main(int argc, char** argv) {
               "peak MiB", "per-prompt s", "speed-up");
   const auto tmp = std::filesystem::temp_directory_path() / "teap_bench_model";
   std::vector<eap::ScoreProfile> phases;
+  // The other gradient methods on the first shape (BM1): name, seconds, ratio, profile.
+  struct MethodLine {
+    std::string name;
+    double s, ratio;
+    eap::ScoreProfile prof;
+  };
+  std::vector<MethodLine> methods;
   for (const Shape& s : shapes) {
     const model::ModelConfig c = config_of(s);
     std::filesystem::remove_all(tmp);
@@ -156,6 +164,21 @@ int main(int argc, char** argv) {
     std::printf("%-28s %9.2f %12.0f %10.3f %10.3f %7.2f %9.0f %11.3f %8.1fx\n", s.name, load_s, B * P / fwd_s, fwd_s,
                 eap_s, eap_s / fwd_s, eap_mib, one_s, one_s / eap_s);
     phases.push_back(prof);
+    if (&s == &shapes[0]) {
+      methods.push_back({"eap", eap_s, eap_s / fwd_s, prof});
+      for (auto [me, steps] : {std::pair{eap::Method::EapIgInputs, 5}, std::pair{eap::Method::CleanCorrupted, 0}}) {
+        eap::ScoreOptions mo;
+        mo.method = me;
+        if (steps) mo.ig_steps = steps;
+        eap::ScoreProfile mp;
+        mo.profile = &mp;
+        const double t = best_of(reps, [&] {
+          mp = {};
+          eap::score_batch(m, g, in, mo);
+        });
+        methods.push_back({eap::to_string(me) + (steps ? " m=" + std::to_string(steps) : std::string()), t, t / fwd_s, mp});
+      }
+    }
   }
   std::filesystem::remove_all(tmp);
   std::printf("\nEAP batch phases (s): clean forward, backward, accuracy, corrupt forward (from the first corrupted\n"
@@ -165,6 +188,13 @@ int main(int argc, char** argv) {
     std::printf("%-28s %7.3f %7.3f %7.3f %7.3f %7.3f %7.3f\n", shapes[i].name, p.clean_forward, p.backward, p.accuracy,
                 p.corrupt_forward, p.differences, p.contraction);
   }
+  std::printf("\nScoring methods, %s, one batch (s, ratio to one inference forward pass; eap-ig-inputs m=5: target\n"
+              "<= 2m+3 = 13), and phases: clean forward, corrupt forward, interpolated forwards, backward passes\n"
+              "(with the gradients' sums), differences, contraction\n", shapes[0].name);
+  for (const auto& ml : methods)
+    std::printf("%-22s %7.3f s  ratio %6.2f   %7.3f %7.3f %7.3f %7.3f %7.3f %7.3f\n", ml.name.c_str(), ml.s, ml.ratio,
+                ml.prof.clean_forward, ml.prof.corrupt_forward, ml.prof.interpolated_forward, ml.prof.backward,
+                ml.prof.differences, ml.prof.contraction);
   std::printf("ratio = EAP batch / one inference forward pass (target <= 3.5); per-prompt s = the same batch scored\n"
               "one prompt per pass, as the notebook's EAP fork did; peak MiB = growth of peak RSS during EAP.\n");
   return 0;

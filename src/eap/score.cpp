@@ -5,11 +5,13 @@
 
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "eap/evaluate.hpp"
+#include "eap/gradient_sum.hpp"
 #include "eap/runs.hpp"
 #include "model/model.hpp"
 #include "util/error.hpp"
@@ -88,8 +90,8 @@ std::vector<double> logit_diffs(const model::Model& m, const std::vector<int64_t
 
 BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput& in, const ScoreOptions& options) {
   if (options.method == Method::Exact) return exact_batch(m, g, in, options);
-  if (options.method != Method::Eap)
-    throw InputError("method " + to_string(options.method) + " is not available in this build");
+  if (options.method == Method::EapIgInputs && (options.ig_steps < 1 || options.ig_steps > kMaxIgSteps))
+    throw InputError("ig_steps: " + std::to_string(options.ig_steps) + " is outside 1.." + std::to_string(kMaxIgSteps));
   check_batch(m, in);
   check_options(m, options);
   const auto& c = m.config;
@@ -122,37 +124,45 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   }
   const model::ActivationRecord* before = start > 0 ? &prefix : nullptr;
 
-  model::ActivationRecord clean;
-  clean.with_grads = true;
-  {
-    at::AutoGradMode grad_on(true);
-    const at::Tensor hidden = model::forward(m, clean_ids, &clean, start, before);
-    const LogitDiffs ld = logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast);
-    out.clean_ld = to_vector(ld.recorded);
-    check_finite(m, out.clean_ld, "clean logit difference");
-    clock.lap(&ScoreProfile::clean_forward);
-    ld.metric.mean().backward();  // gradient of the batch's mean LD: S_b is a mean over prompts
-    clock.lap(&ScoreProfile::backward);
-    at::NoGradGuard no_grad;
-    const at::Tensor last = model::full_logits(m, hidden.detach().narrow(1, Ps - 1, 1)).squeeze(1);  // [B,V]
-    const at::Tensor expected =
-        in.expected.empty() ? clean_tok : as_tensor(in.expected, B, 1).view({-1}).to(m.device);
-    const at::Tensor top = last.argmax(-1);
-    out.clean_correct = static_cast<int>((top == expected).sum().item<int64_t>());
-    out.clean_top = to_ids(top);
-    clock.lap(&ScoreProfile::accuracy);
-  }
+  model::ActivationRecord clean, corrupt;
+  // eap-ig-inputs, clean-corrupted: the gradients of several runs, summed (eap/gradient_sum.hpp).
+  std::unique_ptr<GradientSum> sum;
+  if (options.method != Method::Eap) {
+    sum = std::make_unique<GradientSum>(m, g, N);
+    clock.lap(&ScoreProfile::clean_forward);  // the common prefix
+    gradient_runs(m, in, options, start, before, clean, corrupt, out, *sum);  // times its own phases
+    clock.last = std::chrono::steady_clock::now();
+  } else {
+    clean.with_grads = true;
+    {
+      at::AutoGradMode grad_on(true);
+      const at::Tensor hidden = model::forward(m, clean_ids, &clean, start, before);
+      const LogitDiffs ld = logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast);
+      out.clean_ld = to_vector(ld.recorded);
+      check_finite(m, out.clean_ld, "clean logit difference");
+      clock.lap(&ScoreProfile::clean_forward);
+      ld.metric.mean().backward();  // gradient of the batch's mean LD: S_b is a mean over prompts
+      clock.lap(&ScoreProfile::backward);
+      at::NoGradGuard no_grad;
+      const at::Tensor last = model::full_logits(m, hidden.detach().narrow(1, Ps - 1, 1)).squeeze(1);  // [B,V]
+      const at::Tensor expected =
+          in.expected.empty() ? clean_tok : as_tensor(in.expected, B, 1).view({-1}).to(m.device);
+      const at::Tensor top = last.argmax(-1);
+      out.clean_correct = static_cast<int>((top == expected).sum().item<int64_t>());
+      out.clean_top = to_ids(top);
+      clock.lap(&ScoreProfile::accuracy);
+    }
 
-  model::ActivationRecord corrupt;
-  {
-    at::NoGradGuard no_grad;
-    const at::Tensor hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &corrupt, start, before);
-    out.corrupt_ld = to_vector(logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast).recorded);
-    check_finite(m, out.corrupt_ld, "corrupt logit difference");
-    // The corrupt run's top answer: a prompt "flips" when it differs from the clean one.
-    out.corrupt_top = to_ids(model::full_logits(m, hidden.narrow(1, Ps - 1, 1)).squeeze(1).argmax(-1));
+    {
+      at::NoGradGuard no_grad;
+      const at::Tensor hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &corrupt, start, before);
+      out.corrupt_ld = to_vector(logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast).recorded);
+      check_finite(m, out.corrupt_ld, "corrupt logit difference");
+      // The corrupt run's top answer: a prompt "flips" when it differs from the clean one.
+      out.corrupt_top = to_ids(model::full_logits(m, hidden.narrow(1, Ps - 1, 1)).squeeze(1).argmax(-1));
+    }
+    clock.lap(&ScoreProfile::corrupt_forward);
   }
-  clock.lap(&ScoreProfile::corrupt_forward);
   // Both records cover positions [start, P): N = B * Ps rows of d features.
 
   at::NoGradGuard no_grad;
@@ -162,13 +172,13 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   for (int l = 0; l < c.n_layers; ++l) {
     const auto& rc = clean.layers[l];
     const auto& rr = corrupt.layers[l];
-    const at::Tensor z_diff = (rc.z.detach() - rr.z).to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh});
+    const at::Tensor z_diff = (rc.z.detach() - rr.z.detach()).to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh});
     const at::Tensor w_o = m.weights.layers[l].w_o.to(ct).view({d, H, dh}).permute({1, 2, 0}).contiguous();  // [H,dh,d]
     at::Tensor heads_out = A.narrow(0, g.head_up(l, 0), H);
     at::bmm_out(heads_out, z_diff, w_o);  // each head's z_h . W_O[h], written in place
-    A.select(0, g.mlp_up(l)).copy_((rc.mlp_out.detach() - rr.mlp_out).to(ct).reshape({N, d}));
+    A.select(0, g.mlp_up(l)).copy_((rc.mlp_out.detach() - rr.mlp_out.detach()).to(ct).reshape({N, d}));
   }
-  if (g.input_up() >= 0) A.select(0, g.input_up()).copy_((clean.embed.detach() - corrupt.embed).to(ct).reshape({N, d}));
+  if (g.input_up() >= 0) A.select(0, g.input_up()).copy_((clean.embed.detach() - corrupt.embed.detach()).to(ct).reshape({N, d}));
   const at::Tensor A2 = A.view({U, N * d});
   clock.lap(&ScoreProfile::differences);
 
@@ -187,33 +197,37 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     // One buffer for every layer's gradients: a fresh allocation per layer costs page faults.
     if (!G_buffer.defined()) G_buffer = at::empty({g.heads_down() ? 3 * H + 1 : 1, N, d}, A.options());
     at::Tensor Gall = G_buffer.narrow(0, 0, K);
-    // The MLP's input: the norm's VJP of the gradient at the MLP's normalised input.
-    Gall.select(0, K - 1).copy_(model::norm_vjp(m, b, 2, rc.resid_mid.detach(), grad_or_zeros(rc.mlp_in).detach()).reshape({N, d}));
-    if (head_cols) {
-      // Query head h's private copy of the residual stream gets the norm's VJP of
-      // g_h = dproj_h . W[h]: with gw = rstd * (g_h * w), VJP = gw - mean_d(gw) - xhat * mean_d(gw * xhat)
-      // (no mean term for RMSNorm). Folding rstd into dproj and w into W makes gw one batched
-      // product; the two mean terms are then subtracted in place.
-      const at::Tensor x = rc.resid_pre.detach().to(ct).reshape({N, d});
-      const at::Tensor mu = layer_norm ? x.mean(-1, true) : at::zeros({N, 1}, x.options());
-      const at::Tensor rstd = at::rsqrt((x - mu).pow(2).mean(-1, true) + c.norm_eps);  // [N,1]
-      const at::Tensor xhat = (x - mu) * rstd;                                         // [N,d]
-      const at::Tensor norm_w = w.ln1_w.to(ct);
-      const int64_t group = H / c.n_kv_heads;
-      auto heads = [&](int slot, const at::Tensor& proj, const at::Tensor& weight, int64_t repeat) {
-        at::Tensor wh = weight.to(ct).view({-1, dh, d}) * norm_w;  // [heads, dh, d]
-        if (repeat > 1) wh = wh.repeat_interleave(repeat, 0);      // per query head
-        const at::Tensor dp = grad_or_zeros(proj).detach().to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh}) * rstd.unsqueeze(0);
-        at::Tensor gw = Gall.narrow(0, slot * H, H);
-        at::bmm_out(gw, dp, wh);                                                           // [H,N,d]
-        // m2[h,n] = mean_d gw[h,n,d] * xhat[n,d]: a batched product over positions.
-        const at::Tensor m2 = at::bmm(gw.transpose(0, 1), xhat.unsqueeze(2)).squeeze(2).t() / d;  // [H,N]
-        gw.addcmul_(m2.unsqueeze(2), xhat.unsqueeze(0), -1.0);
-        if (layer_norm) gw.sub_(at::bmm(dp, wh.mean(-1, true)));  // mean_d gw = dp . mean_d(wh): [H,N,1]
-      };
-      heads(0, rc.q, w.w_q, 1);
-      heads(1, rc.k, w.w_k, group);
-      heads(2, rc.v, w.w_v, group);
+    if (sum) {
+      sum->layer_gradients(b, Gall);  // the runs' summed gradients at the layer's destinations
+    } else {
+      // The MLP's input: the norm's VJP of the gradient at the MLP's normalised input.
+      Gall.select(0, K - 1).copy_(model::norm_vjp(m, b, 2, rc.resid_mid.detach(), grad_or_zeros(rc.mlp_in).detach()).reshape({N, d}));
+      if (head_cols) {
+        // Query head h's private copy of the residual stream gets the norm's VJP of
+        // g_h = dproj_h . W[h]: with gw = rstd * (g_h * w), VJP = gw - mean_d(gw) - xhat * mean_d(gw * xhat)
+        // (no mean term for RMSNorm). Folding rstd into dproj and w into W makes gw one batched
+        // product; the two mean terms are then subtracted in place.
+        const at::Tensor x = rc.resid_pre.detach().to(ct).reshape({N, d});
+        const at::Tensor mu = layer_norm ? x.mean(-1, true) : at::zeros({N, 1}, x.options());
+        const at::Tensor rstd = at::rsqrt((x - mu).pow(2).mean(-1, true) + c.norm_eps);  // [N,1]
+        const at::Tensor xhat = (x - mu) * rstd;                                         // [N,d]
+        const at::Tensor norm_w = w.ln1_w.to(ct);
+        const int64_t group = H / c.n_kv_heads;
+        auto heads = [&](int slot, const at::Tensor& proj, const at::Tensor& weight, int64_t repeat) {
+          at::Tensor wh = weight.to(ct).view({-1, dh, d}) * norm_w;  // [heads, dh, d]
+          if (repeat > 1) wh = wh.repeat_interleave(repeat, 0);      // per query head
+          const at::Tensor dp = grad_or_zeros(proj).detach().to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh}) * rstd.unsqueeze(0);
+          at::Tensor gw = Gall.narrow(0, slot * H, H);
+          at::bmm_out(gw, dp, wh);                                                           // [H,N,d]
+          // m2[h,n] = mean_d gw[h,n,d] * xhat[n,d]: a batched product over positions.
+          const at::Tensor m2 = at::bmm(gw.transpose(0, 1), xhat.unsqueeze(2)).squeeze(2).t() / d;  // [H,N]
+          gw.addcmul_(m2.unsqueeze(2), xhat.unsqueeze(0), -1.0);
+          if (layer_norm) gw.sub_(at::bmm(dp, wh.mean(-1, true)));  // mean_d gw = dp . mean_d(wh): [H,N,1]
+        };
+        heads(0, rc.q, w.w_q, 1);
+        heads(1, rc.k, w.w_k, group);
+        heads(2, rc.v, w.w_v, group);
+      }
     }
     const at::Tensor G = Gall.view({K, N * d});
     // One pass over the upstream differences per layer: every column of the layer at once.
@@ -227,9 +241,11 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     }
   }
   if (g.logits_down() >= 0) {
-    const at::Tensor Gl = grad_or_zeros(clean.resid_final).detach().to(ct).reshape({1, N * d});
+    const at::Tensor Gl = sum ? sum->final_gradient().reshape({1, N * d})
+                              : grad_or_zeros(clean.resid_final).detach().to(ct).reshape({1, N * d});
     S.narrow(1, g.logits_down(), 1).copy_(at::matmul(A2, Gl.t()));
   }
+  if (sum) S.div_(sum->runs());  // the mean of the runs' gradients
   // Checked before a rank group adds its parts, so that the rank that overflowed is the one to say so.
   if (!at::isfinite(S).all().item<bool>())
     throw std::runtime_error(m.path + ": non-finite edge scores (NaN or Inf): the model's activations or gradients overflow");

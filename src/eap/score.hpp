@@ -27,6 +27,7 @@ struct BatchInput {
 // Seconds spent in each phase of score_batch (for the benchmark).
 struct ScoreProfile {
   double clean_forward = 0, backward = 0, accuracy = 0, corrupt_forward = 0, differences = 0, contraction = 0;
+  double interpolated_forward = 0;  // eap-ig-inputs: the forward passes of steps 1..m-1
 };
 
 // (clean, corrupt) answer token pairs that a metric averages each prompt's logit difference over.

@@ -57,9 +57,17 @@ at::Tensor forward(const Model& m, const at::Tensor& ids, ActivationRecord* reco
   TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == at::kLong, "forward: ids must be [B,P] int64");
   TORCH_CHECK(start >= 0 && start < ids.size(1) && (start == 0 || prefix), "forward: start needs a prefix record");
   check_ids(m, ids);
-  const bool neo = m.config.family == Family::GptNeo;
   const at::Tensor dev_ids = ids.narrow(1, start, ids.size(1) - start).to(m.device);
-  at::Tensor x = embed(m, dev_ids, start);
+  return forward_embedded(m, embed(m, dev_ids, start), record, start, prefix);
+}
+
+at::Tensor forward_embedded(const Model& m, const at::Tensor& embedding, ActivationRecord* record, int64_t start,
+                            const ActivationRecord* prefix) {
+  TORCH_CHECK(embedding.dim() == 3 && embedding.size(2) == m.config.d_model, "forward: embedding must be [B,P,d_model]");
+  TORCH_CHECK(start >= 0 && (start == 0 || prefix), "forward: start needs a prefix record");
+  TORCH_CHECK(start + embedding.size(1) <= m.config.max_positions, "forward: positions past max_position_embeddings");
+  const bool neo = m.config.family == Family::GptNeo;
+  at::Tensor x = embedding;
   const bool grads = record && record->with_grads;
   if (record) {
     record->embed = x;

@@ -78,6 +78,13 @@ struct ActivationRecord {
 at::Tensor forward(const Model& m, const at::Tensor& ids, ActivationRecord* record = nullptr, int64_t start = 0,
                    const ActivationRecord* prefix = nullptr);
 
+// The same run from a given embedding [B, P-start, d_model] of positions [start, P) instead of
+// token ids (integrated gradients interpolate it between two prompts' embeddings); `prefix` as
+// above, from a run whose embedding agrees before `start`. The embedding is used as given: for
+// GPT-Neo it includes the position embedding.
+at::Tensor forward_embedded(const Model& m, const at::Tensor& embedding, ActivationRecord* record = nullptr,
+                            int64_t start = 0, const ActivationRecord* prefix = nullptr);
+
 // Checks that `ids` [..., P] fit the model: P within max_position_embeddings, every id inside the
 // vocabulary; an InputError naming the model's config.json and the limit otherwise. forward()
 // calls it.
