@@ -154,7 +154,9 @@ std::string faithfulness_curve_html(const ojson& f) {
                         {"plot_bgcolor", "white"}, {"paper_bgcolor", "white"}};
   std::string h = "<p class=\"caption\" style=\"margin-top:14px\">" + xml_escape(title) + "</p>\n<div id=\"faithfulness-curve\" data-points=\"" + std::to_string(xs.size()) +
                   "\" style=\"width:640px;height:360px\"></div>\n<script>\n";
-  h += "Plotly.newPlot('faithfulness-curve', " + script_json(data) + ", " + script_json(layout) + ", " +
+  h += "var faithfulness_data = " + script_json(data) + ";\n";
+  h += "var faithfulness_layout = " + script_json(layout) + ";\n";
+  h += "Plotly.newPlot('faithfulness-curve', faithfulness_data, faithfulness_layout, " +
        script_json({{"displaylogo", false}, {"responsive", false}}) + ");\n</script>\n";
   return h;
 }

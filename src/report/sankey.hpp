@@ -10,6 +10,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "report/notebook_json.hpp"
@@ -49,6 +50,8 @@ Sankey build_sankey(const std::vector<NamedEdge>& edges, bool layer_spacing = tr
 
 // Text around the plot: a heading and caption lines (plain text, escaped here).
 struct PageInfo {
+  // A constructor rather than an aggregate, so that {title, lines} leaves `faithfulness` null without a warning.
+  PageInfo(std::string t = "", std::vector<std::string> l = {}) : title(std::move(t)), lines(std::move(l)) {}
   std::string title;
   std::vector<std::string> lines;
   // The result JSON's `faithfulness` object (report/faithfulness_json.hpp), null when the cell was
