@@ -1,7 +1,8 @@
 // `tinysql-eap reduce OUT`: from a sweep folder's per-batch HDF5 files, per complete cell the
 // baselines over all its batches, the consistent edges, the notebook's JSON and the Sankey diagram
-// (HTML and SVG) under OUT/cells/<id>/; then the summary page OUT/index.html. Only the reduction is
-// recomputed, so another --top-n costs seconds.
+// (HTML and SVG) under OUT/cells/<id>/; then the summary page OUT/index.html. When the sweep
+// evaluates its cells (OUT/evaluation/), each cell's faithfulness joins its JSON, page and summary
+// row. Only the reduction is recomputed, so another --top-n costs seconds.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -612,7 +613,9 @@ Run add_reduce_command(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand(
-      "reduce", "Reduce a sweep folder: per cell the notebook's JSON and Sankey (HTML, SVG), then OUT/index.html");
+      "reduce",
+      "Reduce a sweep folder: per cell the notebook's JSON and Sankey (HTML, SVG), with its faithfulness when the sweep "
+      "evaluated it, then OUT/index.html");
   sub->add_option("OUT", a->out, "sweep folder (holds sweep.json and units/)")->required();
   sub->add_option("--top-n", a->top_n, "edges kept per batch (default: the job's top_n)")->check(CLI::Range(1, 1 << 24));
   sub->add_flag("--signed", a->signed_rank, "rank by signed score instead of |score|");
