@@ -1,7 +1,8 @@
 // `tinysql-eap reduce OUT`: from a sweep folder's per-batch HDF5 files, per complete cell the
 // baselines over all its batches, the consistent edges, the notebook's JSON and the Sankey diagram
-// (HTML and SVG) under OUT/cells/<id>/; then the summary page OUT/index.html. Only the reduction is
-// recomputed, so another --top-n costs seconds.
+// (HTML and SVG) under OUT/cells/<id>/; then the summary page OUT/index.html. When the sweep
+// evaluates its cells (OUT/evaluation/), each cell's faithfulness joins its JSON, page and summary
+// row. Only the reduction is recomputed, so another --top-n costs seconds.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -10,15 +11,19 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cli/cell_result.hpp"
 #include "cli/commands.hpp"
+#include "eap/faithfulness.hpp"
 #include "eap/graph.hpp"
 #include "eap/metric.hpp"
+#include "io/evaluation_file.hpp"
 #include "io/unit_file.hpp"
+#include "report/faithfulness_json.hpp"
 #include "report/notebook_json.hpp"
 #include "report/sankey.hpp"
 #include "report/summary.hpp"
@@ -116,6 +121,160 @@ eap::Graph graph_of(const io::UnitRecord& u, const std::string& path, const std:
   return g;
 }
 
+// What the folder holds of one cell's evaluation units (../shared/spec/circuits.md): the batches
+// published, failed (with their notes' first lines) and missing. A damaged or foreign evaluation
+// file stops the reduction, as a damaged unit file does: its numbers cannot be trusted or skipped.
+struct EvaluationScan {
+  bool asked = false;  // the sweep evaluates this cell
+  std::string hash;    // the cell's evaluation_hash
+  std::vector<int> present, failed, missing;
+  std::vector<std::string> failures;  // "evaluation batch 3: <first line of its note>"
+  bool complete(int n_batches) const { return asked && static_cast<int>(present.size()) == n_batches; }
+};
+
+EvaluationScan scan_evaluation(const std::string& out, const std::string& cell_id, const std::string& settings_hash,
+                               const std::string& evaluation_hash, int n_batches) {
+  EvaluationScan e;
+  e.asked = true;
+  e.hash = evaluation_hash;
+  for (int b = 0; b < n_batches; ++b) {
+    const std::string path = runner::kind_unit_path(out, "evaluation", cell_id, b);
+    const runner::UnitCheck check = runner::inspect_evaluation_file(path, cell_id, settings_hash, evaluation_hash, b);
+    if (check.state == runner::UnitState::damaged || check.state == runner::UnitState::foreign)
+      throw InputError(check.why + " (" + (check.state == runner::UnitState::damaged ? "damaged" : "foreign") +
+                       " evaluation file: run the job again, which moves it aside and recomputes it)");
+    std::error_code ec;
+    const std::string note = runner::failure_path(out, cell_id, b, "evaluate");
+    if (check.state == runner::UnitState::published) {
+      e.present.push_back(b);
+    } else if (fs::exists(note, ec)) {
+      e.failed.push_back(b);
+      e.failures.push_back("evaluation batch " + std::to_string(b) + ": " + first_line(note));
+    } else {
+      e.missing.push_back(b);
+    }
+  }
+  return e;
+}
+
+// "3 of 5 batches; missing 3-4; failed 2"
+std::string evaluation_progress(const EvaluationScan& e, int n_batches) {
+  return std::to_string(e.present.size()) + " of " + std::to_string(n_batches) + " batches" +
+         (e.missing.empty() ? "" : "; missing " + ranges(e.missing)) + (e.failed.empty() ? "" : "; failed " + ranges(e.failed));
+}
+
+// A complete cell's evaluation read back: its faithfulness and what the files say about how the
+// circuits were made (the nodes scored, pruning, the top_n of the consistent circuit).
+struct CellEvaluation {
+  eap::CellFaithfulness f;
+  report::FaithfulnessContext context;
+};
+
+CellEvaluation read_cell_evaluation(const std::string& out, const std::string& cell_id, const std::vector<int>& batches,
+                                    int n_batches) {
+  CellEvaluation ce;
+  std::vector<eap::BatchFaithfulness> per_batch;
+  std::string first_path, no_faithfulness;
+  for (int b : batches) {
+    const std::string path = runner::kind_unit_path(out, "evaluation", cell_id, b);
+    const io::EvaluationRecord e = io::read_evaluation(path);
+    auto attr = [&](const char* key) -> int64_t {
+      const auto it = e.int_attrs.find(key);
+      if (it == e.int_attrs.end()) fail_input(path, std::string("attribute '") + key + "' is missing");
+      return it->second;
+    };
+    if (first_path.empty()) {
+      first_path = path;
+      no_faithfulness = e.no_faithfulness;
+      ce.context.input_node = attr("input_node") != 0;
+      ce.context.logits_node = attr("logits_node") != 0;
+      const auto heads = e.text_attrs.find("downstream_heads");
+      ce.context.head_destinations = heads == e.text_attrs.end() || heads->second != "none";
+      ce.context.pruned = attr("prune") != 0;
+      ce.context.top_n = static_cast<int>(attr("top_n"));
+    } else if (e.no_faithfulness != no_faithfulness) {
+      // Every batch shares the cell's baselines, so F is defined for all of them or for none.
+      fail_input(path, "says F is " + std::string(e.no_faithfulness.empty() ? "defined" : "undefined") + ", " + first_path +
+                           " says the opposite (files of two different evaluations?)");
+    }
+    eap::BatchFaithfulness bf;
+    bf.circuit = e.circuit;
+    bf.k = e.circuit_k;
+    bf.edges = e.edge_count;
+    bf.f = e.faithfulness;
+    per_batch.push_back(std::move(bf));
+  }
+  ce.f = eap::cell_faithfulness(per_batch, no_faithfulness, out + "/evaluation/" + cell_id);
+  ce.context.batches_evaluated = static_cast<int>(batches.size());
+  ce.context.n_batches = n_batches;
+  return ce;
+}
+
+// When the reduction ranks edges otherwise than the sweep did for the circuit it evaluated, the
+// edges of the JSON and the page are not the circuit whose F is shown: say so.
+std::string circuit_note(int evaluated_top_n, int top_n, bool signed_rank) {
+  if (evaluated_top_n == top_n && !signed_rank) return "";
+  return "F of the consistent circuit is that of the job's top_n " + std::to_string(evaluated_top_n) +
+         " ranked by |score|, as the sweep evaluated it; the edges here were reduced with top_n " + std::to_string(top_n) +
+         (signed_rank ? " ranked by signed score (--signed)" : " (reduce --top-n)") + ", so they are another set";
+}
+
+// The summary's F numbers of a cell from its faithfulness.
+void set_summary_faithfulness(report::CellSummary& s, const eap::CellFaithfulness& f) {
+  s.has_faithfulness = true;
+  s.no_faithfulness = f.no_faithfulness;
+  s.f_auc = f.auc;
+  if (const auto* c = f.find("consistent")) {
+    s.f_consistent = c->f;
+    s.f_consistent_spread = c->spread;
+    s.consistent_circuit_edges = c->edges;
+  }
+  if (const auto* c = f.find("empty")) s.f_empty = c->f;
+}
+
+// A done cell's `faithfulness` object and its summary numbers; while its evaluation is not
+// complete, what is missing, among its problems too, and no F.
+nlohmann::ordered_json faithfulness_of(const std::string& out, report::CellSummary& s, const EvaluationScan& e,
+                                       const eap::Graph& g, int job_top_n, int top_n, bool signed_rank, bool prune) {
+  if (e.complete(s.n_batches)) {
+    CellEvaluation ce = read_cell_evaluation(out, s.id, e.present, s.n_batches);
+    ce.context.note = circuit_note(ce.context.top_n, top_n, signed_rank);
+    set_summary_faithfulness(s, ce.f);
+    return report::faithfulness_json(ce.f, ce.context);
+  }
+  report::FaithfulnessContext fc;
+  fc.input_node = g.options.input_node;
+  fc.logits_node = g.options.logits_node;
+  fc.head_destinations = g.heads_down();
+  fc.pruned = prune;
+  fc.top_n = job_top_n;
+  fc.batches_evaluated = static_cast<int>(e.present.size());
+  fc.n_batches = s.n_batches;
+  fc.note = circuit_note(job_top_n, top_n, signed_rank);
+  s.no_faithfulness = "evaluation: " + evaluation_progress(e, s.n_batches);
+  s.problems.push_back(s.no_faithfulness);
+  for (const auto& f : e.failures) s.problems.push_back(f);
+  return report::faithfulness_incomplete_json(fc, e.missing, e.failed);
+}
+
+// The summary's line on the evaluation: its circuits (the manifest's `evaluate`) and which
+// consistent circuit was evaluated.
+std::string evaluation_line(const json& e, int top_n_override, bool signed_rank) {
+  auto list = [](const json& xs) {
+    std::string s;
+    if (xs.is_array())
+      for (const json& x : xs) s += (s.empty() ? "" : ", ") + (x.is_string() ? x.get<std::string>() : x.dump());
+    return s;
+  };
+  std::string line = "Faithfulness: circuits " + list(e.value("circuits", json::array())) + "; top-k for k in " +
+                     list(e.value("top_k", json::array())) + (e.value("prune", false) ? "; pruned" : "") +
+                     "; the consistent circuit evaluated is the job's (its top_n, ranked by |score|)";
+  if (top_n_override > 0 || signed_rank)
+    line += ", not the edges of this reduction (" + std::string(top_n_override > 0 ? "--top-n " + std::to_string(top_n_override) : "") +
+            (top_n_override > 0 && signed_rank ? ", " : "") + (signed_rank ? "--signed" : "") + ")";
+  return line;
+}
+
 }  // namespace
 
 // The quality thresholds: the sweep's (the job's [quality], kept in the manifest), then the options.
@@ -175,7 +334,18 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
     std::string hf_model, dtype, device, downstream_heads, metric_pairing, settings_hash;
     json seed;
     int64_t num_fields = 0, batch_size = 0;
+    int job_top_n = 10;   // the job's, which made the consistent circuit the sweep evaluated
+    EvaluationScan eval;  // asked: false when the sweep does not evaluate
   };
+  // The sweep evaluates its cells when the job had an [evaluate] table (kept in the manifest).
+  const bool evaluates = manifest.contains("evaluate");
+  bool evaluate_prune = false;
+  if (evaluates) {
+    const json& e = manifest["evaluate"];
+    if (!e.is_object()) fail_input(manifest_path, "evaluate: not an object");
+    if (e.contains("prune") && !e["prune"].is_boolean()) fail_input(manifest_path, "evaluate.prune: not a boolean");
+    evaluate_prune = e.value("prune", false);
+  }
   std::vector<Plan> plans;
   int64_t any_file = 0;
   for (size_t i = 0; i < cells.size(); ++i) {
@@ -194,7 +364,8 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
     const int64_t nb = c.integer("n_batches");
     if (nb < 1 || nb > 10000000) throw InputError(c.where + ".n_batches: " + std::to_string(nb) + " is not a batch count");
     p.s.n_batches = static_cast<int>(nb);
-    p.top_n = top_n_override > 0 ? top_n_override : static_cast<int>(c.integer_or("top_n", 10));
+    p.job_top_n = static_cast<int>(c.integer_or("top_n", 10));
+    p.top_n = top_n_override > 0 ? top_n_override : p.job_top_n;
     if (p.top_n < 1) throw InputError(c.where + ".top_n: must be at least 1");
     p.s.top_n = p.top_n;
     p.hf_model = c.str_or("hf_model", "");
@@ -222,6 +393,11 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
         p.missing.push_back(b);
       }
     }
+    const std::string evaluation_hash = c.str_or("evaluation_hash", "");
+    if (evaluates && !evaluation_hash.empty())
+      p.eval = scan_evaluation(out, p.s.id, p.settings_hash, evaluation_hash, p.s.n_batches);
+    p.s.evaluated = p.eval.asked;
+    p.s.batches_evaluated = static_cast<int>(p.eval.present.size());
     any_file += p.present.size() + p.failed.size();
     p.s.batches_present = static_cast<int>(p.present.size());
     p.s.batches_failed = static_cast<int>(p.failed.size());
@@ -300,6 +476,8 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
     p.s.clean_accuracy = prompts ? double(correct) / prompts : 0.0;
     const fs::path dir = fs::path(out) / "cells" / p.s.id;
     if (bl.degenerate()) {
+      // Its evaluation files hold LDs but no F (F divides by LD_clean - LD_corr).
+      if (p.eval.asked) p.s.no_faithfulness = "degenerate cell: " + bl.describe() + " (F divides by their difference)";
       p.s.status = report::CellStatus::Degenerate;
       ++degenerate;
       continue;
@@ -340,6 +518,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
     x["settings_hash"] = p.settings_hash;
     x["program_version"] = TEAP_VERSION;
     x["quality"] = quality_json(q, thresholds);
+    if (p.eval.asked) res.faithfulness = faithfulness_of(out, p.s, p.eval, g, p.job_top_n, p.top_n, signed_rank, evaluate_prune);
     const std::string json_name = report::result_file_name(res.metadata);
 
     report::PageInfo info;
@@ -358,6 +537,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
                       std::to_string(p.s.n_batches) + " batches (ranked by " + (signed_rank ? "signed score" : "|score|") +
                       "); link width |mean normalised score|, blue positive, red negative"};
     for (const auto& why : q.reasons) info.lines.insert(info.lines.begin(), "FLAGGED " + why);
+    info.faithfulness = res.faithfulness;
     const report::Sankey sk = report::build_sankey(p.s.edges);
     fs::create_directories(dir);
     write_file_atomic((dir / json_name).string(), report::dump_python_json(report::to_json(res)));
@@ -386,6 +566,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
                       (quality.include_flagged ? "; flagged cells are included in the comparisons (--include-flagged)"
                                                : "; flagged cells are left out of the heatmap, its colour scale and the "
                                                  "recurrence table (reduce --include-flagged puts them back)"));
+  if (evaluates) sum.lines.push_back(evaluation_line(manifest["evaluate"], top_n_override, signed_rank));
   for (const Plan& p : plans) sum.cells.push_back(p.s);
   const std::string index = out + "/index.html";
   write_file_atomic(index, report::summary_html(sum));
@@ -404,13 +585,23 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
     if (st == report::CellStatus::Degenerate) line += " (" + p.s.problems.back() + ")";
     incomplete.push_back(line);
   }
+  // Reduced cells whose F is not known yet: their evaluation is not complete.
+  int unevaluated = 0;
+  for (const Plan& p : plans)
+    if (p.s.status == report::CellStatus::Done && p.eval.asked && !p.s.has_faithfulness) {
+      incomplete.push_back("evaluation incomplete: " + p.s.id + " (" + evaluation_progress(p.eval, p.s.n_batches) + ")");
+      ++unevaluated;
+    }
   std::printf("reduced %d of %zu cells into %s/cells\n", done, plans.size(), out.c_str());
   const size_t shown = std::min<size_t>(incomplete.size(), 30);
   for (size_t k = 0; k < shown; ++k) std::printf("  %s\n", incomplete[k].c_str());
   if (incomplete.size() > shown) std::printf("  ... and %zu more (see %s)\n", incomplete.size() - shown, index.c_str());
-  if (!incomplete.empty())
-    spdlog::warn("reduce: {} of {} cells not reduced ({} degenerate, {} incomplete); see the list above", incomplete.size(),
-                 plans.size(), degenerate, incomplete.size() - degenerate);
+  const size_t not_reduced = incomplete.size() - unevaluated;
+  if (not_reduced)
+    spdlog::warn("reduce: {} of {} cells not reduced ({} degenerate, {} incomplete); see the list above", not_reduced,
+                 plans.size(), degenerate, not_reduced - degenerate);
+  if (unevaluated)
+    spdlog::warn("reduce: {} reduced cell(s) without F: their evaluation is incomplete (run the job again)", unevaluated);
   std::printf("%s\n", index.c_str());
   std::fflush(stdout);
   return index;
@@ -425,7 +616,9 @@ Run add_reduce_command(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand(
-      "reduce", "Reduce a sweep folder: per cell the notebook's JSON and Sankey (HTML, SVG), then OUT/index.html");
+      "reduce",
+      "Reduce a sweep folder: per cell the notebook's JSON and Sankey (HTML, SVG), with its faithfulness when the sweep "
+      "evaluated it, then OUT/index.html");
   sub->add_option("OUT", a->out, "sweep folder (holds sweep.json and units/)")->required();
   sub->add_option("--top-n", a->top_n, "edges kept per batch (default: the job's top_n)")->check(CLI::Range(1, 1 << 24));
   sub->add_flag("--signed", a->signed_rank, "rank by signed score instead of |score|");

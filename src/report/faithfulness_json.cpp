@@ -11,9 +11,9 @@ using ojson = nlohmann::ordered_json;
 
 ojson number(double x) { return std::isfinite(x) ? ojson(x) : ojson(nullptr); }
 
-}  // namespace
-
-ojson faithfulness_json(const eap::CellFaithfulness& f, const FaithfulnessContext& c) {
+// The keys every faithfulness object starts with: what was scored, what was never ablated, how
+// the circuits were made, how many batches.
+ojson context_json(const FaithfulnessContext& c) {
   ojson j = ojson::object();
   j["scored_nodes"] = {{"input", c.input_node}, {"logits", c.logits_node}};
   std::vector<std::string> never;  // what the scoring graph did not have (docs/faithfulness.md)
@@ -27,6 +27,38 @@ ojson faithfulness_json(const eap::CellFaithfulness& f, const FaithfulnessContex
   j["top_n"] = c.top_n;
   j["batches"] = c.batches_evaluated;
   j["n_batches"] = c.n_batches;
+  if (!c.note.empty()) j["note"] = c.note;
+  return j;
+}
+
+// "2, 3-5, 9"
+std::string ranges(const std::vector<int>& xs) {
+  std::string s;
+  for (size_t i = 0; i < xs.size();) {
+    size_t k = i;
+    while (k + 1 < xs.size() && xs[k + 1] == xs[k] + 1) ++k;
+    s += (s.empty() ? "" : ", ") + std::to_string(xs[i]) + (k > i ? "-" + std::to_string(xs[k]) : "");
+    i = k + 1;
+  }
+  return s;
+}
+
+}  // namespace
+
+ojson faithfulness_incomplete_json(const FaithfulnessContext& c, const std::vector<int>& missing,
+                                   const std::vector<int>& failed) {
+  ojson j = context_json(c);
+  std::string why = "evaluation: " + std::to_string(c.batches_evaluated) + " of " + std::to_string(c.n_batches) + " batches";
+  if (!missing.empty()) why += "; missing " + ranges(missing);
+  if (!failed.empty()) why += "; failed " + ranges(failed);
+  j["incomplete"] = why + " (no F until every batch is evaluated: run the job again)";
+  j["missing_batches"] = missing;
+  j["failed_batches"] = failed;
+  return j;
+}
+
+ojson faithfulness_json(const eap::CellFaithfulness& f, const FaithfulnessContext& c) {
+  ojson j = context_json(c);
   if (!f.no_faithfulness.empty()) j["no_faithfulness"] = f.no_faithfulness;
   ojson circuits = ojson::object();
   for (const auto& x : f.circuits) {

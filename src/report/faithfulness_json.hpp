@@ -3,6 +3,9 @@
 // nodes were scored; why F is missing when it is. Plain data.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 #include "eap/faithfulness.hpp"
@@ -15,9 +18,18 @@ struct FaithfulnessContext {
   bool pruned = false;
   int top_n = 0;  // the top-n that made the consistent circuit
   int batches_evaluated = 0, n_batches = 0;
+  // Said as "note" when not empty: e.g. that the evaluated consistent circuit used the job's top_n
+  // while the file's edges were reduced with another (reduce --top-n, --signed).
+  std::string note;
 };
 
 // Non-finite numbers (a cell without F) are written as null.
 nlohmann::ordered_json faithfulness_json(const eap::CellFaithfulness& f, const FaithfulnessContext& c);
+
+// A cell whose evaluation is not complete: how many batches are there, which are missing or
+// failed, and "incomplete" saying so; no circuit, curve or area, so that nothing half-computed
+// reads as the cell's F.
+nlohmann::ordered_json faithfulness_incomplete_json(const FaithfulnessContext& c, const std::vector<int>& missing,
+                                                    const std::vector<int>& failed);
 
 }  // namespace teap::report

@@ -11,6 +11,7 @@
 #include <tuple>
 #include <unistd.h>
 
+#include "report/faithfulness_html.hpp"
 #include "util/error.hpp"
 #include "util/files.hpp"
 
@@ -127,7 +128,8 @@ std::pair<std::string, std::string> svg_colour(const std::string& rgba) {
   return {rgba, "1"};
 }
 
-// JSON for a <script> element: ASCII only, and no "</" that could close the element.
+}  // namespace
+
 std::string script_json(const nlohmann::ordered_json& j) {
   std::string s = j.dump(-1, ' ', true);
   std::string out;
@@ -142,8 +144,6 @@ std::string script_json(const nlohmann::ordered_json& j) {
   }
   return out;
 }
-
-}  // namespace
 
 std::string xml_escape(const std::string& s) {
   std::string out;
@@ -279,6 +279,7 @@ std::string sankey_html(const Sankey& s, const PageInfo& info, const std::string
   h += "</head>\n<body>\n";
   if (!info.title.empty()) h += "<h1>" + xml_escape(info.title) + "</h1>\n";
   for (const std::string& line : info.lines) h += "<p class=\"caption\">" + xml_escape(line) + "</p>\n";
+  h += faithfulness_caption_html(info.faithfulness);
   if (s.nodes.empty()) {
     h += "<p class=\"empty\" id=\"no-edges\">No edges: nothing to draw.</p>\n";
   } else {
@@ -291,6 +292,7 @@ std::string sankey_html(const Sankey& s, const PageInfo& info, const std::string
     h += "Plotly.newPlot('sankey', data, layout, " + script_json(config) + ");\n";
     h += "</script>\n";
   }
+  h += faithfulness_curve_html(info.faithfulness);
   h += "</body>\n</html>\n";
   return h;
 }
@@ -405,7 +407,8 @@ std::string sankey_svg(const Sankey& s, const PageInfo& info) {
        "\" viewBox=\"0 0 " + W + " " + H + "\">\n";
   o += "<title>" + xml_escape(info.title) + "</title>\n";
   o += "<desc>" + xml_escape("EAP Sankey: " + std::to_string(N) + " nodes, " + std::to_string(real.size()) +
-                             " edges; link width proportional to |score|; blue positive, red negative") +
+                             " edges; link width proportional to |score|; blue positive, red negative" +
+                             (info.faithfulness.is_null() ? "" : "; " + faithfulness_headline(info.faithfulness))) +
        "</desc>\n";
   o += "<rect width=\"" + W + "\" height=\"" + H + "\" fill=\"white\"/>\n";
 

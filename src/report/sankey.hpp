@@ -10,6 +10,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "report/notebook_json.hpp"
@@ -49,8 +50,13 @@ Sankey build_sankey(const std::vector<NamedEdge>& edges, bool layer_spacing = tr
 
 // Text around the plot: a heading and caption lines (plain text, escaped here).
 struct PageInfo {
+  // A constructor rather than an aggregate, so that {title, lines} leaves `faithfulness` null without a warning.
+  PageInfo(std::string t = "", std::vector<std::string> l = {}) : title(std::move(t)), lines(std::move(l)) {}
   std::string title;
   std::vector<std::string> lines;
+  // The result JSON's `faithfulness` object (report/faithfulness_json.hpp), null when the cell was
+  // not evaluated: its lines under the caption, its F(k) curve under the Sankey.
+  nlohmann::ordered_json faithfulness;
 };
 
 // The page: plotly.js inline (`plotly_js` is its source) or, when `plotly_src` is set, loaded from
@@ -71,5 +77,8 @@ std::string load_plotly_js();  // the file's text, cached after the first call
 
 // Escapes & < > " ' for HTML/XML text and attributes.
 std::string xml_escape(const std::string& s);
+
+// JSON for a <script> element: ASCII only, and no "</" that could close the element.
+std::string script_json(const nlohmann::ordered_json& j);
 
 }  // namespace teap::report

@@ -97,6 +97,57 @@ std::string flags_code(const CellSummary& c) {
   return std::string(c.use_novel_names ? "1" : "0") + (c.use_synonyms_field ? "1" : "0") + (c.use_synonyms_table ? "1" : "0");
 }
 
+// The three F cells of a row: F of the consistent circuit with its spread, the area under F(k), F
+// of the empty circuit; why not, where there is no F.
+std::string faithfulness_cells(const CellSummary& c) {
+  if (!c.evaluated) return "<td></td><td></td><td></td>";
+  if (!c.has_faithfulness) {
+    const std::string what = c.status == CellStatus::Degenerate ? "no F"
+                             : c.status == CellStatus::Done
+                                 ? "evaluated " + std::to_string(c.batches_evaluated) + "/" + std::to_string(c.n_batches)
+                                 : "";
+    return "<td class=\"nw\" title=\"" + esc(c.no_faithfulness) + "\">" + esc(what) + "</td><td></td><td></td>";
+  }
+  auto number = [](double x, const char* f) { return std::isfinite(x) ? fmt(f, x) : std::string("n/a"); };
+  std::string consistent = "n/a";
+  if (std::isfinite(c.f_consistent))
+    consistent = fmt("%.3f", c.f_consistent) + (std::isfinite(c.f_consistent_spread) ? " &plusmn; " + fmt("%.3f", c.f_consistent_spread) : "");
+  const std::string title = !c.no_faithfulness.empty()     ? c.no_faithfulness
+                            : c.consistent_circuit_edges >= 0 ? std::to_string(c.consistent_circuit_edges) + " edges"
+                                                               : "the consistent circuit was not evaluated";
+  return "<td class=\"num nw fc\" title=\"" + esc(title) + "\">" + consistent + "</td><td class=\"num\">" +
+         number(c.f_auc, "%.3f") + "</td><td class=\"num\">" + number(c.f_empty, "%.3f") + "</td>";
+}
+
+// A step of 1, 2, 2.5 or 5 x 10^n giving about five ticks over [lo, hi].
+double tick_step(double lo, double hi) {
+  const double raw = (hi - lo) / 5, p = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 2.5, 5.0})
+    if (m * p >= raw) return m * p;
+  return 10 * p;
+}
+
+const char* const kFeatureColours[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+
+// The heading, what the chart shows, the chart.
+std::string faithfulness_section(const std::vector<CellSummary>& cells) {
+  int with_f = 0, without = 0;
+  for (const auto& c : cells) {
+    if (!c.evaluated) continue;
+    if (c.has_faithfulness && std::isfinite(c.f_consistent)) ++with_f;
+    else ++without;
+  }
+  std::string h = "<h2>Faithfulness of the consistent circuits</h2>\n<p class=\"meta\">F = mean over prompts of (LD "
+                  "with only the circuit's edges - LD_corr) / (LD_clean - LD_corr): 1 keeps the clean run's logit "
+                  "difference, 0 falls to the corrupt run's. One dot per cell (bar: standard deviation over batches), "
+                  "grouped by feature; hollow dots are flagged cells." +
+                  (without ? " " + std::to_string(without) + " evaluated cell(s) have no F yet (evaluation incomplete, "
+                             "or degenerate): see the table." : std::string()) + "</p>\n";
+  const std::string svg = faithfulness_chart_svg(cells);
+  if (svg.empty()) return h + "<p id=\"no-faithfulness\">No cell has an F yet.</p>\n";
+  return h + "<div class=\"scroll\">" + svg + "</div>\n";
+}
+
 const char* kCss =
     "body{font-family:Helvetica,Arial,sans-serif;margin:20px;color:#222;font-size:14px}"
     "h1{font-size:22px;margin:0 0 8px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}"
@@ -121,6 +172,7 @@ const char* kCss =
 }  // namespace
 
 std::string summary_html(const SweepSummary& s) {
+  const bool evaluated = std::any_of(s.cells.begin(), s.cells.end(), [](const CellSummary& c) { return c.evaluated; });
   std::string h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
   h += "<title>" + esc(s.title) + "</title>\n<style>" + std::string(kCss) + "</style>\n</head>\n<body>\n";
   h += "<h1>" + esc(s.title) + "</h1>\n";
@@ -140,7 +192,12 @@ std::string summary_html(const SweepSummary& s) {
   h += "<h2>Cells</h2>\n<div class=\"scroll\"><table id=\"cells\">\n<thead><tr><th>#</th><th>cell</th><th>model</th>"
        "<th>CS</th><th>feature</th><th>novel</th><th>syn field</th><th>syn table</th><th>status</th><th>batches</th>"
        "<th>LD clean</th><th>LD corrupt</th><th>effect (spread)</th><th>flips</th><th>clean acc.</th><th>flags</th>"
-       "<th>edges</th><th>files</th></tr></thead>\n<tbody>\n";
+       "<th>edges</th>" +
+       std::string(evaluated ? "<th title=\"F of the consistent circuit, mean &plusmn; standard deviation over batches\">F "
+                               "consistent</th><th title=\"area under F(k) of the top-k circuits over log k\">AUC F(k)</th>"
+                               "<th title=\"F with every scored edge ablated\">F empty</th>"
+                             : "") +
+       "<th>files</th></tr></thead>\n<tbody>\n";
   for (size_t i = 0; i < s.cells.size(); ++i) {
     const CellSummary& c = s.cells[i];
     const std::string st = to_string(c.status);
@@ -174,7 +231,9 @@ std::string summary_html(const SweepSummary& s) {
     h += "<td>";
     for (const auto& f : c.flags) h += "<span class=\"flag\">" + esc(f) + "</span> ";
     h += "</td>";
-    h += "<td class=\"num\">" + (c.status == CellStatus::Done ? std::to_string(c.edges.size()) : std::string()) + "</td><td class=\"nw\">";
+    h += "<td class=\"num\">" + (c.status == CellStatus::Done ? std::to_string(c.edges.size()) : std::string()) + "</td>";
+    if (evaluated) h += faithfulness_cells(c);
+    h += "<td class=\"nw\">";
     std::string links;
     auto link = [&](const std::string& href, const char* text) {
       if (!href.empty()) links += (links.empty() ? "" : " · ") + std::string("<a href=\"") + esc(href) + "\">" + text + "</a>";
@@ -196,6 +255,7 @@ std::string summary_html(const SweepSummary& s) {
     if (compared(s.cells[i], s.include_flagged)) done.push_back(static_cast<int>(i));
     else left_out += s.cells[i].status == CellStatus::Done;
   }
+  if (evaluated) h += faithfulness_section(s.cells);
   h += "<h2>Edges across cells</h2>\n";
   if (left_out)
     h += "<p class=\"meta\" id=\"flagged-left-out\">" + std::to_string(left_out) +
@@ -262,6 +322,87 @@ std::string summary_html(const SweepSummary& s) {
   }
   h += "</body>\n</html>\n";
   return h;
+}
+
+std::string faithfulness_chart_svg(const std::vector<CellSummary>& cells) {
+  // Cells with an F, grouped by feature in order of first appearance.
+  std::vector<std::string> features;
+  std::map<std::string, std::vector<const CellSummary*>> groups;
+  double lo = 0, hi = 1;  // F = 0 and 1 always in view: they are what F is read against
+  for (const auto& c : cells) {
+    if (!c.evaluated || !c.has_faithfulness || !std::isfinite(c.f_consistent)) continue;
+    if (!groups.count(c.feature)) features.push_back(c.feature);
+    groups[c.feature].push_back(&c);
+    const double sp = std::isfinite(c.f_consistent_spread) ? c.f_consistent_spread : 0;
+    lo = std::min(lo, c.f_consistent - sp);
+    hi = std::max(hi, c.f_consistent + sp);
+  }
+  if (features.empty()) return "";
+  const double pad = 0.05 * (hi - lo);
+  lo -= pad;
+  hi += pad;
+  const double step = tick_step(lo, hi);
+  const double left = 56, right = 16, top = 16, plot_h = 240, bottom = 64, dot_gap = 18, group_gap = 28;
+  // A group is as wide as its dots or its label (about 6.5 px a character at 11 px), whichever is wider.
+  auto group_width = [&](const std::string& f) { return std::max(dot_gap * groups[f].size(), 6.5 * f.size() + 4); };
+  double width = left;
+  for (const auto& f : features) width += group_gap + group_width(f);
+  width = std::max(360.0, width + group_gap + right);
+  const double height = top + plot_h + bottom;
+  auto y_of = [&](double f) { return top + plot_h * (hi - f) / (hi - lo); };
+
+  std::string o = "<svg id=\"faithfulness-plot\" xmlns=\"http://www.w3.org/2000/svg\" width=\"" + fmt("%.0f", width) +
+                  "\" height=\"" + fmt("%.0f", height) + "\" viewBox=\"0 0 " + fmt("%.0f", width) + " " +
+                  fmt("%.0f", height) + "\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\">\n";
+  o += "<title>F of the consistent circuit per cell</title>\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  // Grid and y ticks.
+  for (double t = std::ceil(lo / step) * step; t <= hi + 1e-12; t += step) {
+    const double y = y_of(t);
+    o += "<line x1=\"" + fmt("%.1f", left) + "\" x2=\"" + fmt("%.1f", width - right) + "\" y1=\"" + fmt("%.1f", y) +
+         "\" y2=\"" + fmt("%.1f", y) + "\" stroke=\"#eee\"/><text x=\"" + fmt("%.1f", left - 6) + "\" y=\"" +
+         fmt("%.1f", y + 4) + "\" text-anchor=\"end\" fill=\"#555\">" + fmt("%g", std::fabs(t) < 1e-12 ? 0.0 : t) + "</text>\n";
+  }
+  for (double ref : {0.0, 1.0})
+    o += "<line class=\"ref\" x1=\"" + fmt("%.1f", left) + "\" x2=\"" + fmt("%.1f", width - right) + "\" y1=\"" +
+         fmt("%.1f", y_of(ref)) + "\" y2=\"" + fmt("%.1f", y_of(ref)) + "\" stroke=\"" + (ref ? "#2e7d32" : "#888") +
+         "\" stroke-dasharray=\"5 4\"/>\n";
+  o += "<text x=\"14\" y=\"" + fmt("%.1f", top + plot_h / 2) + "\" transform=\"rotate(-90 14 " + fmt("%.1f", top + plot_h / 2) +
+       ")\" text-anchor=\"middle\" fill=\"#333\">F (consistent circuit)</text>\n";
+  // Dots with their spread, feature by feature.
+  double x = left + group_gap;
+  for (size_t g = 0; g < features.size(); ++g) {
+    const auto& members = groups[features[g]];
+    const std::string colour = kFeatureColours[g % (sizeof kFeatureColours / sizeof *kFeatureColours)];
+    const double x0 = x, gw = group_width(features[g]);
+    x += (gw - dot_gap * members.size()) / 2;  // the dots centred in their group
+    for (const CellSummary* c : members) {
+      const double cx = x + dot_gap / 2, cy = y_of(c->f_consistent);
+      std::string tip = c->id + ": F = " + fmt("%.3f", c->f_consistent);
+      if (std::isfinite(c->f_consistent_spread)) {
+        tip += " \xc2\xb1 " + fmt("%.3f", c->f_consistent_spread);
+        const double a = y_of(c->f_consistent - c->f_consistent_spread), b = y_of(c->f_consistent + c->f_consistent_spread);
+        o += "<line x1=\"" + fmt("%.1f", cx) + "\" x2=\"" + fmt("%.1f", cx) + "\" y1=\"" + fmt("%.1f", a) + "\" y2=\"" +
+             fmt("%.1f", b) + "\" stroke=\"" + colour + "\"/>\n";
+      }
+      if (c->consistent_circuit_edges >= 0) tip += " (" + std::to_string(c->consistent_circuit_edges) + " edges)";
+      if (c->flagged()) tip += "; flagged " + join_flags(c->flags);
+      o += "<circle class=\"fdot\" data-cell=\"" + esc(c->id) + "\" cx=\"" + fmt("%.1f", cx) + "\" cy=\"" + fmt("%.1f", cy) +
+           "\" r=\"4.5\" stroke=\"" + colour + "\" stroke-width=\"1.5\" fill=\"" + (c->flagged() ? "white" : colour) +
+           "\"><title>" + esc(tip) + "</title></circle>\n";
+      x += dot_gap;
+    }
+    x = x0 + gw;
+    const double mid = x0 + gw / 2;
+    o += "<text x=\"" + fmt("%.1f", mid) + "\" y=\"" + fmt("%.1f", top + plot_h + 16) +
+         "\" text-anchor=\"middle\" fill=\"" + colour + "\">" + esc(features[g]) + "</text>\n";
+    o += "<text x=\"" + fmt("%.1f", mid) + "\" y=\"" + fmt("%.1f", top + plot_h + 30) +
+         "\" text-anchor=\"middle\" fill=\"#888\">" + std::to_string(members.size()) + " cell" + (members.size() > 1 ? "s" : "") +
+         "</text>\n";
+    x += group_gap;
+  }
+  o += "<line x1=\"" + fmt("%.1f", left) + "\" x2=\"" + fmt("%.1f", left) + "\" y1=\"" + fmt("%.1f", top) + "\" y2=\"" +
+       fmt("%.1f", top + plot_h) + "\" stroke=\"#999\"/>\n</svg>\n";
+  return o;
 }
 
 }  // namespace teap::report

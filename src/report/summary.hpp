@@ -1,10 +1,13 @@
 // Owns the sweep's summary page (OUT/index.html): every cell with its status, baselines, clean
 // accuracy, number of consistent edges and links to its files; and the comparison across cells (a
 // heatmap of edge x cell and the edges that recur most, with the features, command sets, models and
-// flags of the cells they recur in). Self-contained HTML (inline CSS, no script, no network).
+// flags of the cells they recur in); when the sweep evaluates its cells, F columns and a chart of
+// F of the consistent circuit per cell, grouped by feature. Self-contained HTML (inline CSS, inline
+// SVG, no script, no network).
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -31,6 +34,16 @@ struct CellSummary {
   double effect = 0, effect_spread = 0, flip_fraction = 0;  // flip_fraction NaN: not recorded
   std::vector<std::string> flags;  // low_effect, low_accuracy, degenerate
   bool flagged() const { return !flags.empty(); }
+  // Faithfulness (../shared/spec/circuits.md), when the sweep evaluates this cell: the numbers
+  // are set (NaN where F is undefined) once every batch is evaluated; `no_faithfulness` says why
+  // there is no F (evaluation incomplete, degenerate cell).
+  bool evaluated = false;
+  int batches_evaluated = 0;
+  bool has_faithfulness = false;
+  static constexpr double kNoF = std::numeric_limits<double>::quiet_NaN();
+  double f_consistent = kNoF, f_consistent_spread = kNoF, f_auc = kNoF, f_empty = kNoF;
+  int64_t consistent_circuit_edges = -1;  // -1: the consistent circuit was not evaluated
+  std::string no_faithfulness;
   std::vector<NamedEdge> edges;                // consistent edges (done cells)
   std::string json_href, html_href, svg_href;  // relative to index.html; empty when not written
 };
@@ -62,5 +75,10 @@ std::vector<EdgeRecurrence> edge_recurrence(const std::vector<CellSummary>& cell
 bool compared(const CellSummary& c, bool include_flagged);
 
 std::string summary_html(const SweepSummary& s);
+
+// The chart of F of the consistent circuit, one dot per cell with F (error bar: its spread over
+// batches), cells grouped by feature in the order they first appear, dashed lines at F = 0 and 1:
+// <svg id="faithfulness-plot">; "" when no cell has an F. Flagged cells are drawn hollow.
+std::string faithfulness_chart_svg(const std::vector<CellSummary>& cells);
 
 }  // namespace teap::report

@@ -1,40 +1,105 @@
 #!/usr/bin/env bash
-# browser_test.sh CHROMIUM DIR: opens DIR/sankey.html and DIR/index.html from disk in headless
-# Chromium with every network request sent to a dead proxy, and checks that plotly drew the Sankey
-# (its <svg class="main-svg"> holds as many sankey-node and sankey-link elements as the page's
-# data-nodes / data-links say), that its screenshot is not blank, and that the summary page shows
-# its cells table and heatmap.
+# browser_test.sh CHROMIUM DIR: opens DIR/sankey.html and DIR/index.html (the report_fixture's) from
+# disk in headless Chromium with every network request sent to a dead proxy, and checks that plotly
+# drew the Sankey (its <svg class="main-svg"> holds as many sankey-node and sankey-link elements as
+# the page's data-nodes / data-links say) and the F(k) curve (a marker per point), that its
+# screenshot is not blank, that the summary page shows its cells table, the chart of F per cell and
+# the heatmap, and that no page wrote to the console (a script error, a plotly warning).
+# browser_test.sh CHROMIUM --sweep OUT: the same checks on a reduced sweep's OUT/index.html and
+# every OUT/cells/*/sankey.html.
 set -u
-chromium=$1 dir=$2
+chromium=$1 dir=$2 sweep=
+if [ "$dir" = --sweep ]; then sweep=$3 dir=$3; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
-[ -f "$dir/sankey.html" ] || fail "$dir/sankey.html is missing (the report_fixture test writes it)"
 [ -f "$dir/index.html" ] || fail "$dir/index.html is missing"
 
-browse() {  # browse WHAT URL: chromium --WHAT on URL, no network, fresh profile
+browse() {  # browse WHAT URL: chromium --WHAT on URL, no network, fresh profile; console messages to $work/console.log
   local prof
   prof=$(mktemp -d -p "$work")
   timeout 120 "$chromium" --headless --no-sandbox --disable-gpu --disable-background-networking \
     --disable-component-update --disable-sync --no-first-run --no-default-browser-check \
-    --proxy-server=http://127.0.0.1:9 --proxy-bypass-list='<-loopback>' \
+    --proxy-server=http://127.0.0.1:9 --proxy-bypass-list='<-loopback>' --enable-logging=stderr --v=0 \
     --user-data-dir="$prof" --virtual-time-budget=10000 --hide-scrollbars --window-size=1000,600 "$@" \
-    2>>"$work/chromium.log"
+    2>"$work/browse.log"
+  local rc=$?
+  cat "$work/browse.log" >>"$work/chromium.log"
+  grep ':CONSOLE' "$work/browse.log" >"$work/console.log"
+  return $rc
 }
 
-# --- Sankey: plotly rendered it ------------------------------------------------------------------
-browse --dump-dom "file://$dir/sankey.html" >"$work/sankey.dom" || fail "chromium --dump-dom failed: $(tail -3 "$work/chromium.log")"
-want_nodes=$(grep -o 'data-nodes="[0-9]*"' "$dir/sankey.html" | grep -o '[0-9]*')
-want_links=$(grep -o 'data-links="[0-9]*"' "$dir/sankey.html" | grep -o '[0-9]*')
-[ -n "$want_nodes" ] && [ -n "$want_links" ] || fail "sankey.html has no data-nodes/data-links"
-grep -q 'class="main-svg"' "$work/sankey.dom" || fail "no <svg class=\"main-svg\">: plotly did not render"
-nodes=$(grep -o 'class="sankey-node"' "$work/sankey.dom" | wc -l)
-links=$(grep -o 'class="sankey-link"' "$work/sankey.dom" | wc -l)
-[ "$nodes" = "$want_nodes" ] || fail "rendered $nodes sankey nodes, expected $want_nodes"
-[ "$links" = "$want_links" ] || fail "rendered $links sankey links, expected $want_links"
+quiet_console() {  # quiet_console PAGE: the last page logged nothing to the console
+  [ -s "$work/console.log" ] && fail "$1 wrote to the console: $(head -3 "$work/console.log")"
+  return 0
+}
+
+# check_cell_page PAGE: plotly drew the Sankey (when the page has edges) and the F(k) curve (when it has one).
+check_cell_page() {
+  local page=$1 dom=$work/page.dom
+  browse --dump-dom "file://$page" >"$dom" || fail "chromium --dump-dom failed on $page: $(tail -3 "$work/chromium.log")"
+  quiet_console "$page"
+  local want_nodes want_links want_points nodes links points
+  want_nodes=$(grep -o 'data-nodes="[0-9]*"' "$page" | grep -o '[0-9]*')
+  want_links=$(grep -o 'data-links="[0-9]*"' "$page" | grep -o '[0-9]*')
+  if [ -n "$want_nodes" ]; then
+    [ -n "$want_links" ] || fail "$page has data-nodes but no data-links"
+    grep -q 'class="main-svg"' "$dom" || fail "$page: no <svg class=\"main-svg\">: plotly did not render"
+    nodes=$(grep -o 'class="sankey-node"' "$dom" | wc -l)
+    links=$(grep -o 'class="sankey-link"' "$dom" | wc -l)
+    [ "$nodes" = "$want_nodes" ] || fail "$page: rendered $nodes sankey nodes, expected $want_nodes"
+    [ "$links" = "$want_links" ] || fail "$page: rendered $links sankey links, expected $want_links"
+    echo "ok: $page: sankey rendered with $nodes nodes and $links links"
+  else
+    grep -q 'id="no-edges"' "$dom" || fail "$page: neither a Sankey nor 'No edges'"
+  fi
+  want_points=$(grep -o 'id="faithfulness-curve" data-points="[0-9]*"' "$page" | sed 's/.*data-points="\([0-9]*\)"/\1/')
+  if grep -q 'id="faithfulness-curve"' "$page" && [ -z "$want_points" ]; then fail "$page: the F(k) curve has no data-points"; fi
+  if [ -n "$want_points" ]; then
+    grep -q 'class="scatterlayer' "$dom" || fail "$page: the F(k) curve was not drawn (no scatter layer)"
+    points=$(grep -o 'class="point"' "$dom" | wc -l)  # the curve's markers, and the consistent circuit's
+    [ "$points" -ge "$want_points" ] || fail "$page: the F(k) curve has $points markers, expected at least $want_points"
+    grep -q 'class="xtick"' "$dom" || fail "$page: the F(k) curve has no axis ticks"
+    echo "ok: $page: F(k) curve rendered with $points markers"
+  fi
+}
+
+# check_summary PAGE: the cells table and, when the sweep has them, the chart of F and the heatmap.
+check_summary() {
+  local page=$1 dom=$work/index.dom cells dots
+  browse --dump-dom "file://$page" >"$dom" || fail "chromium --dump-dom failed on $page"
+  quiet_console "$page"
+  grep -q '<table id="cells">' "$dom" || fail "summary: no cells table"
+  cells=$(grep -o '<tr class="cell"' "$dom" | wc -l)
+  [ "$cells" -gt 0 ] || fail "summary: the cells table has no rows"
+  if grep -q 'id="faithfulness-plot"' "$page"; then
+    grep -q '>F consistent</th>' "$dom" || fail "summary: a chart of F but no F column"
+    dots=$(grep -o '<circle class="fdot"' "$dom" | wc -l)
+    [ "$dots" -gt 0 ] || fail "summary: the chart of F has no dots"
+    echo "ok: summary: F columns and $dots cells in the chart of F"
+  fi
+  echo "ok: summary page shows $cells cells"
+}
+
+if [ -n "$sweep" ]; then
+  check_summary "$sweep/index.html"
+  n=0
+  for page in "$sweep"/cells/*/sankey.html; do
+    [ -f "$page" ] || continue
+    check_cell_page "$page"
+    n=$((n + 1))
+  done
+  [ "$n" -gt 0 ] || fail "$sweep/cells holds no sankey.html"
+  echo "ok: $n cell pages"
+  exit 0
+fi
+
+[ -f "$dir/sankey.html" ] || fail "$dir/sankey.html is missing (the report_fixture test writes it)"
+# --- Sankey and F(k): plotly rendered them --------------------------------------------------------
+check_cell_page "$dir/sankey.html"
+grep -q 'id="faithfulness-curve"' "$dir/sankey.html" || fail "the fixture's page has no F(k) curve"
 # Node labels carry the notebook's "name<br>sum": plotly renders the name as text.
-grep -q '>l0.h3<' "$work/sankey.dom" || fail "node label l0.h3 not rendered"
-echo "ok: sankey rendered with $nodes nodes and $links links"
+grep -q '>l0.h3<' "$work/page.dom" || fail "node label l0.h3 not rendered"
 
 # --- Sankey: the picture is not blank -------------------------------------------------------------
 browse --screenshot="$work/sankey.png" "file://$dir/sankey.html" >/dev/null || fail "chromium --screenshot failed"
@@ -75,12 +140,10 @@ sys.exit(0 if busy > w * h // 50 else 1)
 EOF
 
 # --- Summary page ---------------------------------------------------------------------------------
-browse --dump-dom "file://$dir/index.html" >"$work/index.dom" || fail "chromium --dump-dom failed on index.html"
-grep -q '<table id="cells">' "$work/index.dom" || fail "summary: no cells table"
-cells=$(grep -o '<tr class="cell"' "$work/index.dom" | wc -l)
-[ "$cells" -gt 0 ] || fail "summary: the cells table has no rows"
+check_summary "$dir/index.html"
+grep -q 'id="faithfulness-plot"' "$work/index.dom" || fail "summary: no chart of F"
 grep -q 'id="heatmap"' "$work/index.dom" || fail "summary: no heatmap"
 grep -q 'id="recurrence"' "$work/index.dom" || fail "summary: no recurrence table"
 browse --screenshot="$work/index.png" "file://$dir/index.html" >/dev/null || fail "chromium --screenshot failed on index.html"
 [ -s "$work/index.png" ] || fail "no summary screenshot"
-echo "ok: summary page shows $cells cells, the heatmap and the recurrence table"
+echo "ok: summary page shows the chart of F, the heatmap and the recurrence table"

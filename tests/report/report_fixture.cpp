@@ -1,11 +1,14 @@
 // report_fixture OUTDIR: writes, with the report library alone, what the browser and Python tests
 // open: a result JSON in the notebook's schema and name, its Sankey as HTML (plotly.js inline) and
-// SVG, and a summary page over five cells of every status.
+// SVG with the cell's faithfulness (F(k) curve), and a summary page over six cells of every status
+// with F columns and the chart of F per cell.
 #include <cstdio>
 #include <filesystem>
 #include <string>
 
+#include "eap/faithfulness.hpp"
 #include "eap/graph.hpp"
+#include "report/faithfulness_json.hpp"
 #include "report/notebook_json.hpp"
 #include "report/sankey.hpp"
 #include "report/summary.hpp"
@@ -14,6 +17,36 @@
 
 using namespace teap;
 using namespace teap::report;
+
+namespace {
+
+// Five batches of a cell evaluated with consistent (9 edges), top-k for k = 1..100 and all (140),
+// empty and full: an F(k) curve rising from 0.3 to 1.
+eap::CellFaithfulness fixture_faithfulness() {
+  const std::vector<int64_t> ks = {1, 2, 5, 10, 20, 50, 100, 140};
+  std::vector<eap::BatchFaithfulness> batches(5);
+  for (int b = 0; b < 5; ++b) {
+    auto& x = batches[b];
+    const double wobble = 0.02 * (b - 2);
+    x.circuit = {"consistent"};
+    x.k = {-1};
+    x.edges = {9};
+    x.f = {0.82 + wobble};
+    for (int64_t k : ks) {
+      x.circuit.push_back("top-" + std::to_string(k));
+      x.k.push_back(k);
+      x.edges.push_back(k);
+      x.f.push_back(k == 140 ? 1.0 + wobble : 1.0 - 0.7 / (1.0 + 0.3 * double(k)) + wobble);
+    }
+    x.circuit.insert(x.circuit.end(), {"empty", "full"});
+    x.k.insert(x.k.end(), {-1, -1});
+    x.edges.insert(x.edges.end(), {0, 140});
+    x.f.insert(x.f.end(), {0.05 + wobble, 1.0 + wobble});
+  }
+  return eap::cell_faithfulness(batches, "", "fixture");
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 2) {
@@ -56,7 +89,12 @@ int main(int argc, char** argv) {
     write_file_atomic(out + "/" + json_name, dump_python_json(to_json(r)));
 
     const Sankey s = build_sankey(r.edges);
-    const PageInfo info{"BM1.CS1.EngTableName.novel0.synfield0.syntable1", {"fixture: 8 consistent edges"}};
+    PageInfo info{"BM1.CS1.EngTableName.novel0.synfield0.syntable1", {"fixture: 8 consistent edges"}};
+    const eap::CellFaithfulness f = fixture_faithfulness();
+    FaithfulnessContext fc;
+    fc.top_n = 10;
+    fc.batches_evaluated = fc.n_batches = 5;
+    info.faithfulness = faithfulness_json(f, fc);
     write_file_atomic(out + "/sankey.html", sankey_html(s, info, load_plotly_js()));
     write_file_atomic(out + "/sankey.svg", sankey_svg(s, info));
 
@@ -85,7 +123,16 @@ int main(int argc, char** argv) {
         c.corrupt_ld = st[i] == CellStatus::Done ? -1.0 : 2.0;
         c.clean_accuracy = 0.95;
       }
+      c.evaluated = true;
+      if (st[i] == CellStatus::Degenerate) c.no_faithfulness = "degenerate cell: LD_clean = 2, LD_corr = 2";
       if (st[i] == CellStatus::Done) {
+        c.has_faithfulness = true;
+        c.batches_evaluated = 5;
+        c.f_consistent = f.find("consistent")->f - 0.1 * i;
+        c.f_consistent_spread = f.find("consistent")->spread;
+        c.f_auc = f.auc;
+        c.f_empty = f.find("empty")->f;
+        c.consistent_circuit_edges = 9;
         c.edges = r.edges;
         if (i == 1) c.edges.resize(4);
         c.json_href = json_name;

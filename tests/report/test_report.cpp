@@ -11,7 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "eap/faithfulness.hpp"
 #include "eap/graph.hpp"
+#include "report/faithfulness_html.hpp"
+#include "report/faithfulness_json.hpp"
 #include "report/notebook_json.hpp"
 #include "report/sankey.hpp"
 #include "report/summary.hpp"
@@ -459,6 +462,116 @@ TEST(Sankey, PlotlyJsFromEnvOrAClearError) {
   else unsetenv("TEAP_PLOTLY_JS");
 }
 
+// --- Faithfulness on the pages ------------------------------------------------------------------
+
+// Three batches of a cell evaluated with consistent (12 edges), top-1, top-10, top-100, empty, full.
+eap::CellFaithfulness sample_faithfulness(const std::string& no_faithfulness = "") {
+  std::vector<eap::BatchFaithfulness> batches(3);
+  const double f[3][6] = {{0.80, 0.30, 0.70, 0.95, 0.10, 0.98}, {0.85, 0.40, 0.75, 1.00, 0.12, 1.00}, {0.90, 0.35, 0.80, 1.02, 0.14, 1.02}};
+  for (int b = 0; b < 3; ++b) {
+    batches[b].circuit = {"consistent", "top-1", "top-10", "top-100", "empty", "full"};
+    batches[b].k = {-1, 1, 10, 100, -1, -1};
+    batches[b].edges = {12, 1, 10, 100, 0, 140};
+    for (double x : f[b]) batches[b].f.push_back(no_faithfulness.empty() ? x : std::nan(""));
+  }
+  return eap::cell_faithfulness(batches, no_faithfulness, "test");
+}
+
+FaithfulnessContext sample_context() {
+  FaithfulnessContext c;
+  c.top_n = 10;
+  c.batches_evaluated = c.n_batches = 3;
+  return c;
+}
+
+TEST(Faithfulness, CellPageShowsFOfTheConsistentCircuitAndTheCurve) {
+  PageInfo info{"cell", {"caption"}};
+  info.faithfulness = faithfulness_json(sample_faithfulness(), sample_context());
+  const std::string html = sankey_html(build_sankey(sample_edges()), info, "");
+  // The headline: F, spread over batches and edge count of the consistent circuit.
+  EXPECT_NE(html.find("Faithfulness F of the consistent circuit (edges in the top 10 of every batch): 0.850 \xc2\xb1 0.050 "
+                      "(12 edges), mean \xc2\xb1 standard deviation over 3 of 3 batches"),
+            std::string::npos)
+      << html.substr(0, 3000);
+  EXPECT_NE(html.find("F(empty) = 0.120 \xc2\xb1 0.020 (0 edges), F(full) = 1.000 \xc2\xb1 0.020 (140 edges)"), std::string::npos);
+  EXPECT_NE(html.find("area under F(k) over log k"), std::string::npos);
+  EXPECT_NE(html.find("Scored nodes: heads and MLPs; never ablated (kept in every circuit, as they were never scored): "
+                      "edges from input and edges into logits"),
+            std::string::npos);
+  // The lines come after the page's own caption, the curve after the Sankey.
+  EXPECT_LT(html.find("caption</p>"), html.find("id=\"faithfulness\""));
+  EXPECT_LT(html.find("Plotly.newPlot('sankey'"), html.find("id=\"faithfulness-curve\" data-points=\"3\""));
+  const auto data = script_var(html, "faithfulness_data");
+  ASSERT_TRUE(data.is_array());
+  ASSERT_EQ(data.size(), 2u);  // the curve, the consistent circuit at its edge count
+  EXPECT_EQ(data[0]["x"], nlohmann::json::array({1.0, 10.0, 100.0}));
+  EXPECT_NEAR(data[0]["y"][2].get<double>(), 0.99, 1e-12);
+  EXPECT_NEAR(data[0]["error_y"]["array"][0].get<double>(), 0.05, 1e-12);
+  EXPECT_EQ(data[1]["x"], nlohmann::json::array({12.0}));
+  const auto layout = script_var(html, "faithfulness_layout");
+  EXPECT_EQ(layout["xaxis"]["type"], "log");
+  EXPECT_EQ(layout["shapes"].size(), 2u);  // dashed F(empty) and F(full)
+  EXPECT_NEAR(layout["shapes"][0]["y0"].get<double>(), 0.12, 1e-12);
+  EXPECT_EQ(count(html, "</script>"), 3u);  // plotly, the Sankey, the curve
+  // The SVG says it too, in its description.
+  const std::string svg = sankey_svg(build_sankey(sample_edges()), info);
+  EXPECT_NE(svg.find("F(consistent) = 0.850 \xc2\xb1 0.050 (12 edges)"), std::string::npos);
+  std::string why;
+  EXPECT_TRUE(well_formed_xml(svg, &why)) << why;
+}
+
+TEST(Faithfulness, NotEvaluatedPageUnchanged) {
+  const std::string html = sankey_html(build_sankey(sample_edges()), {"cell", {"caption"}}, "");
+  EXPECT_EQ(html.find("faithfulness"), std::string::npos);
+  EXPECT_EQ(html.find("Faithfulness"), std::string::npos);
+  EXPECT_EQ(sankey_svg(build_sankey(sample_edges()), {"cell", {}}).find("F(consistent)"), std::string::npos);
+}
+
+TEST(Faithfulness, DegenerateCellSaysWhyAndDrawsNoCurve) {
+  const auto j = faithfulness_json(sample_faithfulness("degenerate cell: LD_clean = 2, LD_corr = 2"), sample_context());
+  EXPECT_TRUE(j["circuits"]["consistent"]["F"].is_null());  // null, never NaN
+  PageInfo info{"cell", {}};
+  info.faithfulness = j;
+  const std::string html = sankey_html(build_sankey(sample_edges()), info, "");
+  EXPECT_NE(html.find("Faithfulness: no F for this cell (degenerate cell: LD_clean = 2, LD_corr = 2; F divides by "
+                      "LD_clean - LD_corr)"),
+            std::string::npos);
+  EXPECT_EQ(html.find("faithfulness-curve"), std::string::npos);
+  EXPECT_EQ(html.find("nan"), std::string::npos);
+  EXPECT_EQ(faithfulness_headline(j), "No faithfulness F: degenerate cell: LD_clean = 2, LD_corr = 2");
+}
+
+TEST(Faithfulness, IncompleteEvaluationReportsNoF) {
+  FaithfulnessContext c = sample_context();
+  c.n_batches = 5;
+  c.input_node = true;
+  c.note = "another top_n";
+  const auto j = faithfulness_incomplete_json(c, {3, 4}, {});
+  EXPECT_EQ(j["incomplete"], "evaluation: 3 of 5 batches; missing 3-4 (no F until every batch is evaluated: run the job again)");
+  EXPECT_EQ(j["missing_batches"], nlohmann::ordered_json::array({3, 4}));
+  EXPECT_FALSE(j.contains("circuits"));  // nothing half-computed reads as the cell's F
+  EXPECT_FALSE(j.contains("curve"));
+  EXPECT_EQ(j["never_ablated"], "edges into logits");
+  EXPECT_EQ(j["note"], "another top_n");
+  PageInfo info{"cell", {}};
+  info.faithfulness = j;
+  const std::string html = sankey_html(build_sankey(sample_edges()), info, "");
+  EXPECT_NE(html.find("Faithfulness: not yet known: evaluation: 3 of 5 batches; missing 3-4"), std::string::npos);
+  EXPECT_NE(html.find("Scored nodes: heads and MLPs, input;"), std::string::npos);
+  EXPECT_NE(html.find("Note: another top_n"), std::string::npos);
+  EXPECT_EQ(html.find("F of the consistent circuit"), std::string::npos);
+  EXPECT_EQ(html.find("faithfulness-curve"), std::string::npos);
+}
+
+TEST(Faithfulness, MistypedObjectReadsAsNotAvailable) {
+  // A page is drawn from a file: a value of the wrong type is shown as n/a, not thrown.
+  const nlohmann::ordered_json j = {{"circuits", {{"consistent", {{"F", "high"}, {"edges", 3}}}}}, {"curve", 7}};
+  const auto lines = faithfulness_lines(j);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_NE(lines[0].find("n/a (3 edges)"), std::string::npos) << lines[0];
+  EXPECT_EQ(faithfulness_curve_html(j), "");
+}
+
 // --- Summary -------------------------------------------------------------------------------------
 
 std::vector<CellSummary> sample_cells() {
@@ -550,6 +663,73 @@ TEST(Summary, NothingToCompare) {
   s.cells = sample_cells();
   s.cells[0].edges.clear();
   EXPECT_NE(summary_html(s).find("id=\"no-comparison\""), std::string::npos);
+}
+
+TEST(Summary, FaithfulnessColumnsAndChart) {
+  SweepSummary s;
+  s.cells = sample_cells();
+  for (auto& c : s.cells) c.evaluated = true;
+  s.cells[0].has_faithfulness = true;
+  s.cells[0].batches_evaluated = 5;
+  s.cells[0].f_consistent = 0.834;
+  s.cells[0].f_consistent_spread = 0.051;
+  s.cells[0].f_auc = 0.7;
+  s.cells[0].f_empty = -0.02;
+  s.cells[0].consistent_circuit_edges = 12;
+  s.cells[1].status = CellStatus::Done;  // scored, its evaluation not finished
+  s.cells[1].batches_present = 5;
+  s.cells[1].batches_evaluated = 3;
+  s.cells[1].no_faithfulness = "evaluation: 3 of 5 batches; missing 3-4";
+  s.cells[3].status = CellStatus::Done;
+  s.cells[3].feature = s.cells[0].feature;  // a second dot in the first feature's group
+  s.cells[3].has_faithfulness = true;
+  s.cells[3].f_consistent = 1.4;  // beyond 1: the axis grows to show it
+  s.cells[3].f_consistent_spread = 0.2;
+  s.cells[3].flags = {"low_effect"};
+  s.cells[4].no_faithfulness = "degenerate cell: LD_clean = 2, LD_corr = 2";
+  const std::string html = summary_html(s);
+  EXPECT_NE(html.find(">F consistent</th>"), std::string::npos);
+  EXPECT_NE(html.find(">AUC F(k)</th>"), std::string::npos);
+  EXPECT_NE(html.find(">F empty</th>"), std::string::npos);
+  EXPECT_NE(html.find("title=\"12 edges\">0.834 &plusmn; 0.051</td><td class=\"num\">0.700</td><td class=\"num\">-0.020</td>"),
+            std::string::npos);
+  EXPECT_NE(html.find("title=\"evaluation: 3 of 5 batches; missing 3-4\">evaluated 3/5</td>"), std::string::npos);
+  EXPECT_NE(html.find("title=\"degenerate cell: LD_clean = 2, LD_corr = 2\">no F</td>"), std::string::npos);
+  // Every row has the same number of cells as the header.
+  const std::string head = html.substr(html.find("<table id=\"cells\">"), html.find("</thead>") - html.find("<table id=\"cells\">"));
+  const size_t header = count(head, "<th>") + count(head, "<th title");
+  const std::string body = html.substr(html.find("<tbody>"), html.find("</tbody>") - html.find("<tbody>"));
+  EXPECT_EQ(count(body, "<td"), header * s.cells.size());
+  // The chart: one dot per cell with F, grouped by feature, the flagged one hollow; no script.
+  const size_t a = html.find("<svg id=\"faithfulness-plot\""), b = html.find("</svg>", a);
+  ASSERT_NE(a, std::string::npos);
+  const std::string svg = html.substr(a, b + 6 - a);
+  std::string why;
+  EXPECT_TRUE(well_formed_xml(svg, &why)) << why;
+  EXPECT_EQ(count(svg, "<circle class=\"fdot\""), 2u);
+  EXPECT_NE(svg.find(s.cells[0].id + ": F = 0.834 \xc2\xb1 0.051 (12 edges)"), std::string::npos);
+  EXPECT_NE(svg.find("fill=\"white\"><title>" + s.cells[3].id + ": F = 1.400 \xc2\xb1 0.200; flagged low_effect"), std::string::npos);
+  EXPECT_NE(svg.find(">EngTableName</text>"), std::string::npos);
+  EXPECT_NE(svg.find(">2 cells</text>"), std::string::npos);
+  EXPECT_NE(svg.find(">1.5</text>"), std::string::npos);  // the axis reaches 1.4 + 0.2
+  EXPECT_NE(html.find("3 evaluated cell(s) have no F yet"), std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find("nan"), std::string::npos);
+}
+
+TEST(Summary, NoEvaluationNoFColumns) {
+  SweepSummary s;
+  s.cells = sample_cells();
+  const std::string html = summary_html(s);
+  EXPECT_EQ(html.find("F consistent"), std::string::npos);
+  EXPECT_EQ(html.find("faithfulness-plot"), std::string::npos);
+  EXPECT_EQ(html.find("Faithfulness"), std::string::npos);
+  EXPECT_EQ(faithfulness_chart_svg(s.cells), "");
+  // Evaluated, but no F anywhere yet: the section says so, with no chart.
+  for (auto& c : s.cells) c.evaluated = true;
+  const std::string pending = summary_html(s);
+  EXPECT_NE(pending.find("id=\"no-faithfulness\""), std::string::npos);
+  EXPECT_EQ(pending.find("faithfulness-plot"), std::string::npos);
 }
 
 }  // namespace
