@@ -58,6 +58,9 @@ report::PageInfo page_info(const std::string& path, const report::LoadedResult& 
                        (text_of(p, "top_n_edges").empty() ? "" : " (top-n " + text_of(p, "top_n_edges") + ")") +
                        (text_of(m, "source").empty() ? "" : "; written by " + text_of(m, "source") + " at " +
                                                                text_of(m, "timestamp")));
+  // A result reduce wrote for an evaluated cell: its F lines and F(k) curve, as on reduce's page.
+  if (r.doc.contains("faithfulness") && r.doc["faithfulness"].is_object())
+    info.faithfulness = nlohmann::ordered_json::parse(r.doc["faithfulness"].dump());
   return info;
 }
 
