@@ -2,7 +2,9 @@
 // baselines over all its batches, the consistent edges, the notebook's JSON and the Sankey diagram
 // (HTML and SVG) under OUT/cells/<id>/; then the summary page OUT/index.html. When the sweep
 // evaluates its cells (OUT/evaluation/), each cell's faithfulness joins its JSON, page and summary
-// row. Only the reduction is recomputed, so another --top-n costs seconds.
+// row. Only the reduction is recomputed, so another --top-n costs seconds. With --compare OTHER,
+// the cells of another sweep scored by another method are put side by side on the summary and in
+// OUT/compare-<OTHER's name>.json.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -12,12 +14,15 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "cli/cell_result.hpp"
 #include "cli/commands.hpp"
+#include "eap/compare.hpp"
 #include "eap/faithfulness.hpp"
 #include "eap/graph.hpp"
 #include "eap/metric.hpp"
@@ -275,6 +280,243 @@ std::string evaluation_line(const json& e, int top_n_override, bool signed_rank)
   return line;
 }
 
+// --- reduce --compare OTHER ------------------------------------------------------------------
+
+// A sweep's manifest read for a comparison: OTHER missing or not a sweep is one line naming it.
+json read_manifest_for_compare(const std::string& folder) {
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) fail_input(folder, "--compare: not a sweep folder (no such folder)");
+  const std::string path = folder + "/sweep.json";
+  if (!fs::exists(path, ec)) fail_input(folder, "--compare: not a sweep folder (no sweep.json)");
+  const json m = json::parse(read_file(path, kMaxJsonFile), nullptr, false);
+  if (m.is_discarded()) fail_input(path, "--compare: not valid JSON");
+  if (!m.is_object() || !m.contains("cells") || !m["cells"].is_array())
+    fail_input(path, "--compare: not a sweep manifest (no 'cells' list)");
+  return m;
+}
+
+// "a=1;b=2" -> {a:1, b:2}, without the keys that only say how the scores were computed.
+std::map<std::string, std::string> settings_but_method(const std::string& s) {
+  std::map<std::string, std::string> out;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t end = s.find(';', pos);
+    if (end == std::string::npos) end = s.size();
+    const std::string kv = s.substr(pos, end - pos);
+    const size_t eq = kv.find('=');
+    if (eq != std::string::npos) out[kv.substr(0, eq)] = kv.substr(eq + 1);
+    pos = end + 1;
+  }
+  out.erase("method");
+  out.erase("ig_steps");
+  return out;
+}
+
+// The keys in which two cells' settings differ, besides the method; "" when none.
+std::string settings_difference(const json& a, const json& b) {
+  const auto sa = settings_but_method(a.value("settings", "")), sb = settings_but_method(b.value("settings", ""));
+  std::set<std::string> keys;
+  for (const auto& [k, v] : sa)
+    if (!sb.count(k) || sb.at(k) != v) keys.insert(k);
+  for (const auto& [k, v] : sb)
+    if (!sa.count(k)) keys.insert(k);
+  std::string d;
+  for (const auto& k : keys) d += (d.empty() ? "" : ", ") + k;
+  return d;
+}
+
+// A cell's method as a label: "eap", "clean-corrupted", "eap-ig-inputs (m=5)" (methods.method_of).
+std::string method_label(const json& c) {
+  const std::string m = c.contains("method") && c["method"].is_string() ? c["method"].get<std::string>() : "eap";
+  if (m == "eap-ig-inputs" && c.contains("ig_steps") && c["ig_steps"].is_number_integer())
+    return m + " (m=" + std::to_string(c["ig_steps"].get<int64_t>()) + ")";
+  return m;
+}
+
+// One sweep's complete cell read for a comparison.
+struct CompareCell {
+  std::string why_not;  // set when it cannot be compared
+  std::vector<std::string> upstream, downstream;
+  std::vector<uint8_t> valid;
+  std::vector<double> mean_scores;  // mean over batches of the normalised score, valid edges in graph order
+  std::set<std::pair<std::string, std::string>> consistent;
+  double f = std::numeric_limits<double>::quiet_NaN();
+  int evaluated = 0;
+};
+
+CompareCell read_compare_cell(const std::string& out, const json& manifest, const json& cell, int top_n_override,
+                              bool signed_rank) {
+  CompareCell cc;
+  const CellJson c{cell, out + "/sweep.json: cell"};
+  const std::string id = c.str("id");
+  const int nb = static_cast<int>(c.integer("n_batches"));
+  const std::string settings_hash = c.str_or("settings_hash", "");
+  std::vector<io::UnitRecord> units;
+  std::vector<int> missing;
+  for (int b = 0; b < nb; ++b) {
+    const std::string path = runner::unit_path(out, id, b);
+    const runner::UnitCheck check = runner::inspect_unit_file(path, id, settings_hash, b);
+    if (check.state == runner::UnitState::published) {
+      units.push_back(io::read_unit(path));
+      const io::UnitRecord& u = units.back();
+      if (u.upstream != units.front().upstream || u.downstream != units.front().downstream || u.valid != units.front().valid)
+        fail_input(path, "its graph (node names or edge mask) differs from batch 0's");
+    } else {
+      missing.push_back(b);
+    }
+  }
+  if (!missing.empty()) {
+    cc.why_not = "not complete in " + out + " (" + std::to_string(nb - missing.size()) + " of " + std::to_string(nb) + " batches)";
+    return cc;
+  }
+  const std::string heads = c.str_or("downstream_heads", "qkv");
+  const eap::Graph g = graph_of(units.front(), runner::unit_path(out, id, 0), heads);
+  const eap::MetricPairing pairing = eap::parse_metric_pairing(c.str_or("metric_pairing", "own"), out + ": cell " + id);
+  std::vector<eap::BatchScores> batches(units.size());
+  std::vector<const eap::BatchScores*> ptrs;
+  for (size_t k = 0; k < units.size(); ++k) {
+    io::UnitRecord& u = units[k];
+    eap::BatchScores& s = batches[k];
+    s.n_upstream = u.n_upstream;
+    s.n_downstream = u.n_downstream;
+    s.n_prompts = u.n_prompts;
+    s.n_positions = u.n_positions;
+    s.scores = std::move(u.scores);
+    s.clean_ld = std::move(u.clean_ld);
+    s.corrupt_ld = std::move(u.corrupt_ld);
+    s.clean_correct = static_cast<int>(u.clean_correct);
+    ptrs.push_back(&s);
+  }
+  const eap::Baselines bl = eap::baselines(ptrs, pairing);
+  if (bl.degenerate()) {
+    cc.why_not = "degenerate in " + out + ": " + bl.describe();
+    return cc;
+  }
+  cc.upstream = g.upstream;
+  cc.downstream = g.downstream;
+  cc.valid.assign(g.valid.begin(), g.valid.end());
+  // As analysis/tinysql_eap/methods.py: the float32 score promoted to double times 1 / (LD_clean -
+  // LD_corr), summed over batches in order, divided by their number.
+  const double scale = 1.0 / bl.denominator();
+  const size_t n = static_cast<size_t>(g.upstream.size()) * g.downstream.size();
+  for (size_t e = 0; e < n; ++e) {
+    if (!cc.valid[e]) continue;
+    double sum = 0;
+    for (const auto* s : ptrs) sum += static_cast<double>(s->scores[e]) * scale;
+    cc.mean_scores.push_back(sum / static_cast<double>(ptrs.size()));
+  }
+  const int top_n = top_n_override > 0 ? top_n_override : static_cast<int>(c.integer_or("top_n", 10));
+  const runner::CellResult r = runner::reduce_cell(g, ptrs, top_n, signed_rank, pairing);
+  for (const eap::Edge& e : r.edges)
+    cc.consistent.insert({eap::display_name(g.upstream[e.up]), eap::display_name(g.downstream[e.down])});
+  const std::string evaluation_hash = c.str_or("evaluation_hash", "");
+  if (manifest.contains("evaluate") && !evaluation_hash.empty()) {
+    const EvaluationScan scan = scan_evaluation(out, id, settings_hash, evaluation_hash, nb);
+    if (scan.complete(nb)) {
+      const CellEvaluation ce = read_cell_evaluation(out, id, scan.present, nb);
+      if (const auto* cf = ce.f.find("consistent")) cc.f = cf->f;
+      cc.evaluated = static_cast<int>(scan.present.size());
+    }
+  }
+  return cc;
+}
+
+// This sweep (out) against OTHER, cell by cell, with the comparison's JSON written beside
+// index.html as compare-<OTHER's folder name>.json.
+report::MethodComparison compare_sweeps(const std::string& out, const json& manifest, const std::string& other,
+                                        const json& other_manifest, int top_n_override, bool signed_rank) {
+  report::MethodComparison m;
+  m.other = other;
+  std::map<std::string, const json*> theirs;
+  for (const json& c : other_manifest["cells"])
+    if (c.is_object() && c.contains("id") && c["id"].is_string()) theirs[c["id"].get<std::string>()] = &c;
+  std::vector<std::pair<std::string, std::string>> skipped;
+  for (const json& ca : manifest["cells"]) {
+    const std::string id = ca.value("id", "");
+    const auto it = theirs.find(id);
+    if (it == theirs.end()) {
+      skipped.push_back({id, "not in " + other});
+      continue;
+    }
+    const json& cb = *it->second;
+    const std::string diff = settings_difference(ca, cb);
+    if (!diff.empty()) {
+      skipped.push_back({id, "the sweeps differ in " + diff});
+      continue;
+    }
+    const CompareCell a = read_compare_cell(out, manifest, ca, top_n_override, signed_rank);
+    if (!a.why_not.empty()) {
+      skipped.push_back({id, a.why_not});
+      continue;
+    }
+    const CompareCell b = read_compare_cell(other, other_manifest, cb, top_n_override > 0 ? top_n_override
+                                                                                           : static_cast<int>(ca.value("top_n", 10)),
+                                            signed_rank);
+    if (!b.why_not.empty()) {
+      skipped.push_back({id, b.why_not});
+      continue;
+    }
+    if (a.upstream != b.upstream || a.downstream != b.downstream || a.valid != b.valid) {
+      skipped.push_back({id, "the graphs differ: " + std::to_string(a.mean_scores.size()) + " and " +
+                                 std::to_string(b.mean_scores.size()) + " valid edges"});
+      continue;
+    }
+    report::MethodComparisonRow r;
+    r.cell_id = id;
+    r.method_a = method_label(ca);
+    r.method_b = method_label(cb);
+    r.n_edges = static_cast<int64_t>(a.mean_scores.size());
+    r.spearman = eap::spearman(a.mean_scores, b.mean_scores);
+    r.consistent_a = static_cast<int64_t>(a.consistent.size());
+    r.consistent_b = static_cast<int64_t>(b.consistent.size());
+    for (const auto& e : a.consistent)
+      if (b.consistent.count(e)) r.common_edges.push_back(e);
+    r.common = static_cast<int64_t>(r.common_edges.size());
+    r.jaccard = eap::jaccard(a.consistent.size(), b.consistent.size(), r.common_edges.size());
+    r.f_a = a.f;
+    r.f_b = b.f;
+    r.evaluated_a = a.evaluated;
+    r.evaluated_b = b.evaluated;
+    m.rows.push_back(std::move(r));
+  }
+  for (const auto& [id, why] : skipped) m.not_compared.push_back(id + ": " + why);
+
+  auto number = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
+  nlohmann::ordered_json j;
+  j["format"] = "tinysql-eap method comparison v1";
+  j["a"] = fs::absolute(out).lexically_normal().string();
+  j["b"] = fs::absolute(other).lexically_normal().string();
+  j["top_n_override"] = top_n_override > 0 ? json(top_n_override) : json(nullptr);  // null: each cell's top_n in a's manifest
+  j["signed_rank"] = signed_rank;
+  j["cells"] = nlohmann::ordered_json::array();
+  for (const auto& r : m.rows) {
+    nlohmann::ordered_json c;
+    c["cell_id"] = r.cell_id;
+    c["method_a"] = r.method_a;
+    c["method_b"] = r.method_b;
+    c["n_edges"] = r.n_edges;
+    c["spearman"] = number(r.spearman);
+    c["consistent_a"] = r.consistent_a;
+    c["consistent_b"] = r.consistent_b;
+    c["common"] = r.common;
+    c["jaccard"] = number(r.jaccard);
+    c["f_a"] = number(r.f_a);
+    c["f_b"] = number(r.f_b);
+    c["evaluated_a"] = r.evaluated_a;
+    c["evaluated_b"] = r.evaluated_b;
+    c["common_edges"] = nlohmann::ordered_json::array();
+    for (const auto& [from, to] : r.common_edges) c["common_edges"].push_back({from, to});
+    j["cells"].push_back(std::move(c));
+  }
+  j["not_compared"] = nlohmann::ordered_json::array();
+  for (const auto& [id, why] : skipped) j["not_compared"].push_back({{"cell_id", id}, {"reason", why}});
+  std::string name = fs::path(fs::absolute(other).lexically_normal()).filename().string();
+  if (name.empty() || name == "." || name == "..") name = "other";
+  m.json_href = "compare-" + name + ".json";
+  write_file_atomic(out + "/" + m.json_href, j.dump(2) + "\n");
+  return m;
+}
+
 }  // namespace
 
 // The quality thresholds: the sweep's (the job's [quality], kept in the manifest), then the options.
@@ -314,8 +556,12 @@ json quality_json(const eap::CellQuality& q, const eap::QualityThresholds& t) {
 }
 
 std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool signed_rank, bool shared_plotly,
-                         const QualityOptions& quality) {
+                         const QualityOptions& quality, const std::string& compare_arg) {
   const std::string out = out_arg.size() > 1 && out_arg.back() == '/' ? out_arg.substr(0, out_arg.size() - 1) : out_arg;
+  const std::string other =
+      compare_arg.size() > 1 && compare_arg.back() == '/' ? compare_arg.substr(0, compare_arg.size() - 1) : compare_arg;
+  // OTHER is checked before any work: a wrong folder is one line naming it.
+  const json other_manifest = other.empty() ? json() : read_manifest_for_compare(other);
   const std::string manifest_path = out + "/sweep.json";
   const std::string text = read_file(manifest_path, kMaxJsonFile);
   const json manifest = json::parse(text, nullptr, false);
@@ -568,6 +814,15 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
                                                  "recurrence table (reduce --include-flagged puts them back)"));
   if (evaluates) sum.lines.push_back(evaluation_line(manifest["evaluate"], top_n_override, signed_rank));
   for (const Plan& p : plans) sum.cells.push_back(p.s);
+  if (!other.empty()) {
+    sum.comparisons.push_back(compare_sweeps(out, manifest, other, other_manifest, top_n_override, signed_rank));
+    const report::MethodComparison& m = sum.comparisons.back();
+    if (m.rows.empty())
+      spdlog::warn("reduce --compare {}: no cell is comparable ({}{})", other,
+                   m.not_compared.empty() ? std::string("no cell") : m.not_compared.front(),
+                   m.not_compared.size() > 1 ? "; and " + std::to_string(m.not_compared.size() - 1) + " more" : "");
+    std::printf("compared %zu cell(s) with %s: %s/%s\n", m.rows.size(), other.c_str(), out.c_str(), m.json_href.c_str());
+  }
   const std::string index = out + "/index.html";
   write_file_atomic(index, report::summary_html(sum));
 
@@ -609,7 +864,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
 
 Run add_reduce_command(CLI::App& app) {
   struct Args {
-    std::string out;
+    std::string out, compare;
     int top_n = 0;
     bool signed_rank = false, shared_plotly = false, include_flagged = false;
     double min_effect_vs_clean = 0, min_effect_vs_spread = 0, min_accuracy = 0;
@@ -622,6 +877,9 @@ Run add_reduce_command(CLI::App& app) {
   sub->add_option("OUT", a->out, "sweep folder (holds sweep.json and units/)")->required();
   sub->add_option("--top-n", a->top_n, "edges kept per batch (default: the job's top_n)")->check(CLI::Range(1, 1 << 24));
   sub->add_flag("--signed", a->signed_rank, "rank by signed score instead of |score|");
+  sub->add_option("--compare", a->compare,
+                  "another sweep folder of the same cells scored by another method: the summary puts the two side by "
+                  "side (Spearman of edge scores, overlap of consistent edges, F of each), also OUT/compare-<name>.json");
   CLI::Option* sub_min_effect_clean =
       sub->add_option("--min-effect-vs-clean", a->min_effect_vs_clean,
                       "low_effect below this fraction of |LD_clean| (default: the job's [quality], else 0.05)")
@@ -644,7 +902,7 @@ Run add_reduce_command(CLI::App& app) {
     if (!sub_min_effect_spread->empty()) q.min_effect_vs_spread = a->min_effect_vs_spread;
     if (!sub_min_accuracy->empty()) q.min_accuracy = a->min_accuracy;
     q.include_flagged = a->include_flagged;
-    reduce_sweep(a->out, a->top_n, a->signed_rank, a->shared_plotly, q);
+    reduce_sweep(a->out, a->top_n, a->signed_rank, a->shared_plotly, q, a->compare);
   };
 }
 

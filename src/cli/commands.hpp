@@ -35,7 +35,9 @@ struct QualityOptions {
   std::optional<double> min_effect_vs_clean, min_effect_vs_spread, min_accuracy;  // unset: the sweep's (job's [quality])
   bool include_flagged = false;  // flagged cells join colour scales and cross-cell tables
 };
+// compare_with: another sweep folder of the same cells scored by another method (reduce --compare):
+// a "Methods compared" section on the summary and OUT/compare-<its name>.json.
 std::string reduce_sweep(const std::string& out, int top_n = 0, bool signed_rank = false, bool shared_plotly = false,
-                         const QualityOptions& quality = {});
+                         const QualityOptions& quality = {}, const std::string& compare_with = "");
 
 }  // namespace teap::cli

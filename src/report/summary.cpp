@@ -97,6 +97,42 @@ std::string flags_code(const CellSummary& c) {
   return std::string(c.use_novel_names ? "1" : "0") + (c.use_synonyms_field ? "1" : "0") + (c.use_synonyms_table ? "1" : "0");
 }
 
+// "Methods compared": per cell of both sweeps, the two methods, Spearman of their mean normalised
+// edge scores, their consistent edges, the overlap and F of each consistent circuit.
+std::string comparison_section(const MethodComparison& m) {
+  auto num = [](double x, const char* f) { return std::isfinite(x) ? fmt(f, x) : std::string("&ndash;"); };
+  std::string h = "<h2>Methods compared</h2>\n<p class=\"meta\">This sweep (a) against " + esc(m.other) +
+                  " (b), cell by cell: Spearman's rank correlation of the two methods' mean normalised edge scores "
+                  "over every valid edge (average ranks for ties), their consistent edges, the edges common to both and "
+                  "their Jaccard overlap, and F of each method's consistent circuit (when both sweeps evaluated it)." +
+                  (m.json_href.empty() ? "" : " <a href=\"" + esc(m.json_href) + "\">JSON</a>") + "</p>\n";
+  if (m.rows.empty()) {
+    h += "<p id=\"no-method-comparison\">No cell is comparable between the two sweeps.</p>\n";
+  } else {
+    h += "<div class=\"scroll\"><table id=\"methods-compared\"><thead><tr><th>Cell</th><th>Method a</th><th>Method "
+         "b</th><th>Edges</th><th>Spearman</th><th>Consistent a</th><th>Consistent b</th><th>Common</th><th>Jaccard</th>"
+         "<th>F a</th><th>F b</th><th>Common edges</th></tr></thead><tbody>\n";
+    for (const auto& r : m.rows) {
+      std::string common_html;
+      for (const auto& [from, to] : r.common_edges)
+        common_html += (common_html.empty() ? "" : ", ") + esc(from) + " &rarr; " + esc(to);
+      h += "<tr><td>" + esc(r.cell_id) + "</td><td>" + esc(r.method_a) + "</td><td>" + esc(r.method_b) +
+           "</td><td class=\"num\">" + std::to_string(r.n_edges) + "</td><td class=\"num\">" + num(r.spearman, "%.3f") +
+           "</td><td class=\"num\">" + std::to_string(r.consistent_a) + "</td><td class=\"num\">" +
+           std::to_string(r.consistent_b) + "</td><td class=\"num\">" + std::to_string(r.common) +
+           "</td><td class=\"num\">" + num(r.jaccard, "%.3f") + "</td><td class=\"num\">" + num(r.f_a, "%.3f") +
+           "</td><td class=\"num\">" + num(r.f_b, "%.3f") + "</td><td>" + common_html + "</td></tr>\n";
+    }
+    h += "</tbody></table></div>\n";
+  }
+  if (!m.not_compared.empty()) {
+    h += "<p class=\"meta\">Not compared:</p>\n<ul id=\"not-compared\">\n";
+    for (const auto& why : m.not_compared) h += "<li>" + esc(why) + "</li>\n";
+    h += "</ul>\n";
+  }
+  return h;
+}
+
 // The three F cells of a row: F of the consistent circuit with its spread, the area under F(k), F
 // of the empty circuit; why not, where there is no F.
 std::string faithfulness_cells(const CellSummary& c) {
@@ -256,6 +292,7 @@ std::string summary_html(const SweepSummary& s) {
     else left_out += s.cells[i].status == CellStatus::Done;
   }
   if (evaluated) h += faithfulness_section(s.cells);
+  for (const auto& m : s.comparisons) h += comparison_section(m);
   h += "<h2>Edges across cells</h2>\n";
   if (left_out)
     h += "<p class=\"meta\" id=\"flagged-left-out\">" + std::to_string(left_out) +

@@ -2,13 +2,15 @@
 // accuracy, number of consistent edges and links to its files; and the comparison across cells (a
 // heatmap of edge x cell and the edges that recur most, with the features, command sets, models and
 // flags of the cells they recur in); when the sweep evaluates its cells, F columns and a chart of
-// F of the consistent circuit per cell, grouped by feature. Self-contained HTML (inline CSS, inline
+// F of the consistent circuit per cell, grouped by feature; with `reduce --compare`, the cells of
+// another sweep scored by another method side by side. Self-contained HTML (inline CSS, inline
 // SVG, no script, no network).
 #pragma once
 
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "report/notebook_json.hpp"
@@ -48,6 +50,25 @@ struct CellSummary {
   std::string json_href, html_href, svg_href;  // relative to index.html; empty when not written
 };
 
+// One cell scored by two methods (`reduce --compare OTHER`): this sweep's (a) and OTHER's (b).
+struct MethodComparisonRow {
+  std::string cell_id, method_a, method_b;
+  int64_t n_edges = 0;  // valid edges of the cell's graph
+  double spearman = 0;  // of the mean normalised edge scores; NaN when either is constant
+  int64_t consistent_a = 0, consistent_b = 0, common = 0;
+  double jaccard = 0;
+  std::vector<std::pair<std::string, std::string>> common_edges;  // (from, to)
+  double f_a = CellSummary::kNoF, f_b = CellSummary::kNoF;       // F of each consistent circuit; NaN: none
+  int evaluated_a = 0, evaluated_b = 0;                           // evaluated batches averaged
+};
+
+struct MethodComparison {
+  std::string other;       // OTHER's folder as given
+  std::string json_href;   // the comparison's JSON, relative to index.html
+  std::vector<MethodComparisonRow> rows;
+  std::vector<std::string> not_compared;  // "<cell id>: <reason>"
+};
+
 struct SweepSummary {
   std::string title = "tinysql-eap sweep";
   std::vector<std::string> lines;  // header lines (folder, job, settings)
@@ -55,6 +76,7 @@ struct SweepSummary {
   bool include_flagged = false;    // flagged cells join the heatmap, its colour scale and the recurrence table
   int heatmap_rows = 60;           // most recurrent edges shown in the heatmap
   int recurrence_rows = 40;        // rows of the recurrence table
+  std::vector<MethodComparison> comparisons;  // `reduce --compare`: a "Methods compared" section each
 };
 
 // An edge across the done cells: where it is consistent and with what score.
