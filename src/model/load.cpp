@@ -7,6 +7,7 @@
 #include <cstring>
 #include <set>
 
+#include "model/denormal.hpp"
 #include "model/hf_cache.hpp"
 #include "model/model.hpp"
 #include "model/params.hpp"
@@ -208,6 +209,8 @@ std::vector<NamedParam> parameter_table(Model& m) {
 }
 
 Model load_model(const std::string& name_or_path, const LoadOptions& options, const std::string& revision) {
+  // Whoever runs a model loads it first: flush denormals there too (on the current thread pool).
+  flush_denormals();
   Model m;
   m.path = resolve_model_path(name_or_path, revision);
   m.dtype = parse_dtype(options.dtype);

@@ -9,6 +9,7 @@
 
 #include "dist/dist.hpp"
 #include "eap/score.hpp"
+#include "model/denormal.hpp"
 #include "model/hf_cache.hpp"
 #include "model/model.hpp"
 #include "runner/run_unit.hpp"
@@ -48,6 +49,7 @@ void WorkspaceDeleter::operator()(Workspace* w) const { delete w; }
 
 WorkspacePtr make_workspace(int threads) {
   at::set_num_threads(threads);
+  model::flush_denormals();  // on the pool of the thread count just set
   return WorkspacePtr(new Workspace);
 }
 

@@ -1,0 +1,40 @@
+#include "model/denormal.hpp"
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <thread>
+
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
+
+namespace teap::model {
+
+bool flush_denormals() {
+  if (!at::globalContext().setFlushDenormal(true)) return false;
+  // Every thread of a team this large runs the body once; libgomp keeps its threads for later
+  // teams (LibTorch's intra-op regions and OpenBLAS's), so each of them gets the setting.
+  const int team = std::max({at::get_num_threads(), omp_get_max_threads(),
+                             static_cast<int>(std::thread::hardware_concurrency()), 1});
+  std::atomic<bool> ok{true};
+#pragma omp parallel num_threads(team)
+  {
+    if (!at::globalContext().setFlushDenormal(true)) ok = false;
+  }
+  return ok;
+}
+
+bool flushing_denormals() {
+#if defined(__SSE__) || defined(__x86_64__)
+  const unsigned csr = _mm_getcsr();
+  return (csr & 0x8000u) && (csr & 0x0040u);  // FTZ and DAZ
+#else
+  return false;
+#endif
+}
+
+}  // namespace teap::model
