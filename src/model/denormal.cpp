@@ -14,8 +14,8 @@
 
 namespace teap::model {
 
-bool flush_denormals() {
-  if (!at::globalContext().setFlushDenormal(true)) return false;
+bool flush_denormals(bool on) {
+  if (!at::globalContext().setFlushDenormal(on)) return false;
   // Every thread of a team this large runs the body once; libgomp keeps its threads for later
   // teams (LibTorch's intra-op regions and OpenBLAS's), so each of them gets the setting.
   const int team = std::max({at::get_num_threads(), omp_get_max_threads(),
@@ -23,7 +23,7 @@ bool flush_denormals() {
   std::atomic<bool> ok{true};
 #pragma omp parallel num_threads(team)
   {
-    if (!at::globalContext().setFlushDenormal(true)) ok = false;
+    if (!at::globalContext().setFlushDenormal(on)) ok = false;
   }
   return ok;
 }

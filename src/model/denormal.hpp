@@ -11,7 +11,7 @@ namespace teap::model {
 // later inherit the setting from the thread that creates them. Call it where the engine starts
 // (the CLI's main, each sweep rank after its thread count is set, the benchmark) and again after
 // at::set_num_threads. Returns false where the CPU cannot flush (the setting is then unchanged).
-bool flush_denormals();
+bool flush_denormals(bool on = true);  // on = false: denormals computed again (tests, the benchmark)
 
 // Whether the calling thread flushes denormals now (for tests and logs).
 bool flushing_denormals();

@@ -22,6 +22,7 @@ namespace teap::runner {
 
 // Loaded models and tokenizers, kept while consecutive units use them.
 struct Workspace {
+  int ranks_on_node = 1;
   std::string key;
   std::optional<model::Model> model;
   std::optional<tokenizer::Tokenizer> tok;
@@ -37,20 +38,25 @@ struct Workspace {
     lo.dtype = s.dtype;
     lo.device = s.device;
     if (c.trim_vocab) lo.trim_vocab_to = tok->vocab_size();
+    if (ranks_on_node > 1) lo.convert_cache = model::default_convert_cache();
     const auto t0 = std::chrono::steady_clock::now();
     model.emplace(model::load_model(c.weights, lo));
-    spdlog::info("loaded {} ({} layers x {} heads) in {:.2f} s", c.weights, model->config.n_layers, model->config.n_heads,
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    spdlog::info("loaded {} ({} layers x {} heads) in {:.2f} s; {} MiB of weights mapped read-only{}{}", c.weights,
+                 model->config.n_layers, model->config.n_heads,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), model->mapped_bytes >> 20,
+                 model->mapped_bytes ? " from " : " (private copies)", model->mapped_from);
     key = k;
   }
 };
 
 void WorkspaceDeleter::operator()(Workspace* w) const { delete w; }
 
-WorkspacePtr make_workspace(int threads) {
+WorkspacePtr make_workspace(int threads, int ranks_on_node) {
   at::set_num_threads(threads);
   model::flush_denormals();  // on the pool of the thread count just set
-  return WorkspacePtr(new Workspace);
+  WorkspacePtr ws(new Workspace);
+  ws->ranks_on_node = ranks_on_node;
+  return ws;
 }
 
 namespace {

@@ -204,7 +204,7 @@ RunSummary run_sweep(const job::Job& job_as_read, const dist::Runtime& rt, const
 
   RankLog log(job.output, rt.rank(), shard);
   const int threads = threads_per_rank(job.settings.threads, rt.local_size());
-  WorkspacePtr ws = make_workspace(threads);
+  WorkspacePtr ws = make_workspace(threads, rt.local_size());
   spdlog::info("tinysql-eap {}: rank {} of {}, {} intra-op threads, group size {}, {} units pending of {}{}", TEAP_VERSION,
                rt.rank(), rt.size(), threads, job.settings.group_size, to_do, plan.total,
                shard.count > 1 ? " (shard " + std::to_string(shard.index) + "/" + std::to_string(shard.count) + ")"
