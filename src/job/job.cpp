@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "eap/memory.hpp"
 #include "tinysql/rng.hpp"
 #include "util/error.hpp"
 #include "util/files.hpp"
@@ -174,7 +175,7 @@ Job load_job(const std::string& path) {
   const toml::table& st = table("settings");
   ctx.only_keys(st, "settings", {"num_fields", "batch_size", "batches", "top_n", "seed", "dtype", "device", "threads",
                                  "downstream_heads", "metric_pairing", "group_size", "model_variant",
-                                 "any_architecture"});
+                                 "any_architecture", "memory_budget"});
   // Integers are read whole and bounded before they are narrowed: 9223372036854775807 is "too
   // large", not a wrapped "must be at least 1".
   auto bounded = [&](const char* key, int64_t fallback, int64_t lo, int64_t hi, const std::string& why_hi) {
@@ -196,6 +197,22 @@ Job load_job(const std::string& path) {
   s.group_size = static_cast<int>(bounded("group_size", s.group_size, 1, 65536, ""));
   s.model_variant = ctx.get(st, "settings", "model_variant", s.model_variant);
   s.any_architecture = ctx.get(st, "settings", "any_architecture", s.any_architecture);
+  // memory_budget (issue 17): a size with a unit, a number of bytes, or "auto".
+  if (const toml::node* n = st.get("memory_budget")) {
+    if (n->is_integer() && n->as_integer()->get() > 0) {
+      s.memory_budget_bytes = double(n->as_integer()->get());
+      s.memory_budget = std::to_string(n->as_integer()->get());
+    } else if (n->is_string()) {
+      s.memory_budget = n->as_string()->get();
+      if (s.memory_budget != "auto") {
+        s.memory_budget_bytes = eap::parse_bytes(s.memory_budget);
+        if (!(s.memory_budget_bytes > 0))
+          ctx.fail(n, "settings.memory_budget", "'" + s.memory_budget + "' is not \"auto\" or a size such as \"12GiB\" or \"800MiB\"");
+      }
+    } else {
+      ctx.fail(n, "settings.memory_budget", "expected \"auto\", a size such as \"12GiB\", or a positive number of bytes");
+    }
+  }
   auto check = [&](bool ok, const char* key, const std::string& what) {
     if (!ok) ctx.fail(st.get(key), std::string("settings.") + key, what);
   };

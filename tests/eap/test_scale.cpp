@@ -17,6 +17,10 @@
 #include <thread>
 
 #include "eap/graph.hpp"
+#include "eap/memory.hpp"
+#include "eap/micro_batch.hpp"
+#include "job/job.hpp"
+#include "runner/memory_plan.hpp"
 #include "eap/score.hpp"
 #include "eap/topn.hpp"
 #include "model/denormal.hpp"
@@ -314,4 +318,170 @@ TEST(StreamingWriter, RandomModelWrittenTensorByTensorIsByteIdentical) {
         fs::remove_all(whole);
         fs::remove_all(streamed);
       }
+}
+
+// --- Micro-batches and the memory budget --------------------------------------------------------
+
+namespace {
+
+void expect_same_batch(const eap::BatchScores& whole, const eap::BatchScores& parts, double tol) {
+  ASSERT_EQ(whole.scores.size(), parts.scores.size());
+  double scale = 0;
+  for (float v : whole.scores) scale = std::max(scale, double(std::abs(v)));
+  for (size_t i = 0; i < whole.scores.size(); ++i) EXPECT_NEAR(whole.scores[i], parts.scores[i], tol * scale) << "score " << i;
+  ASSERT_EQ(whole.clean_ld.size(), parts.clean_ld.size());
+  for (size_t i = 0; i < whole.clean_ld.size(); ++i) {
+    EXPECT_NEAR(whole.clean_ld[i], parts.clean_ld[i], 1e-9 + tol * std::abs(whole.clean_ld[i]));
+    EXPECT_NEAR(whole.corrupt_ld[i], parts.corrupt_ld[i], 1e-9 + tol * std::abs(whole.corrupt_ld[i]));
+  }
+  EXPECT_EQ(whole.clean_top, parts.clean_top);
+  EXPECT_EQ(whole.corrupt_top, parts.corrupt_top);
+  EXPECT_EQ(whole.clean_correct, parts.clean_correct);
+  EXPECT_EQ(whole.n_prompts, parts.n_prompts);
+}
+
+}  // namespace
+
+// The metric is a mean over prompts: the prompt-weighted sum of the parts' matrices is the
+// batch's (float64: to rounding; float32: to float tolerance), for every family, with the
+// input and logits nodes, and for each split of 7 prompts.
+TEST(MicroBatch, PartsAddUpToTheWholeBatch) {
+  for (Family f : {Family::GptNeo, Family::Qwen2, Family::Llama}) {
+    const model::Model m = eap_test::make_model(f);
+    eap::GraphOptions go;
+    go.input_node = go.logits_node = true;
+    const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads, go);
+    const eap_test::Batch b = eap_test::make_batch(7, 9, 11, 2);
+    const eap::BatchScores whole = eap::score_batch(m, g, b.in);
+    for (int micro : {1, 2, 3, 6}) {
+      SCOPED_TRACE("family " + model::family_name(f) + ", micro-batches of " + std::to_string(micro));
+      expect_same_batch(whole, eap::score_in_micro_batches(m, g, b.in, {}, micro), 1e-12);
+    }
+    EXPECT_EQ(eap::score_in_micro_batches(m, g, b.in, {}, 7).scores, whole.scores);  // one part: score_batch itself
+  }
+  model::Model m32 = model::random_model(small_qwen2(), 6, at::kFloat);
+  const eap::Graph g = eap::make_graph(m32.config.n_layers, m32.config.n_heads);
+  const eap_test::Batch b = eap_test::make_batch(30, 10, 12);
+  expect_same_batch(eap::score_batch(m32, g, b.in), eap::score_in_micro_batches(m32, g, b.in, {}, 8), 1e-5);
+}
+
+// A rank group's share: the weight applies to the total, and the group's sum is called once, with
+// the whole share's matrix, as score_batch calls it.
+TEST(MicroBatch, GroupSumCalledOnceWithTheWeightedTotal) {
+  const model::Model m = eap_test::make_model(Family::Llama);
+  const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads);
+  const eap_test::Batch b = eap_test::make_batch(6, 8, 13);
+  int calls = 0;
+  std::vector<double> summed;
+  eap::ScoreOptions o;
+  o.weight = 0.25;
+  o.sum_scores = [&](void* data, size_t n, bool is_double, bool on_cuda) {
+    ++calls;
+    ASSERT_TRUE(is_double);  // a float64 model's compute type, as score_batch passes it
+    ASSERT_FALSE(on_cuda);
+    summed.assign(static_cast<double*>(data), static_cast<double*>(data) + n);
+  };
+  const eap::BatchScores parts = eap::score_in_micro_batches(m, g, b.in, o, 4);
+  EXPECT_EQ(calls, 1);
+  const eap::BatchScores whole = eap::score_batch(m, g, b.in);
+  ASSERT_EQ(summed.size(), whole.scores.size());
+  for (size_t i = 0; i < summed.size(); ++i) {
+    EXPECT_NEAR(summed[i], 0.25 * whole.scores[i], 1e-6 * (1 + std::abs(whole.scores[i])));
+    EXPECT_FLOAT_EQ(parts.scores[i], float(summed[i]));
+  }
+}
+
+TEST(MicroBatch, BatchBroadcastCannotBeSplit) {
+  const model::Model m = eap_test::make_model(Family::Qwen2);
+  const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads);
+  eap::ScoreOptions o;
+  o.pairing = eap::MetricPairing::BatchBroadcast;
+  try {
+    eap::score_in_micro_batches(m, g, eap_test::make_batch(6, 8, 14).in, o, 4);
+    FAIL() << "split";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("batch_broadcast"), std::string::npos) << e.what();
+  }
+}
+
+TEST(MemoryBudget, MicroBatchSizeFitsTheBudgetAndGrowsWithIt) {
+  eap::WorkShape w;
+  w.n_layers = 16, w.n_heads = 32, w.n_kv_heads = 8, w.d_model = 2048, w.d_head = 64, w.d_mlp = 8192, w.vocab = 128256;
+  const double one = eap::batch_work_bytes(w, 1, 35, 23), thirty = eap::batch_work_bytes(w, 30, 35, 23);
+  EXPECT_GT(thirty, 20 * one);
+  // The measure: the upstream differences alone are 2.8 GiB for BM3 at batch 30.
+  EXPECT_GT(thirty, 2.8 * (1 << 30));
+  EXPECT_EQ(eap::micro_batch_prompts(w, 30, 35, 23, thirty), 30);
+  EXPECT_EQ(eap::micro_batch_prompts(w, 30, 35, 23, one * 0.99), 0);
+  int64_t last = 0;
+  for (double budget = one; budget < thirty; budget *= 1.5) {
+    const int64_t n = eap::micro_batch_prompts(w, 30, 35, 23, budget);
+    EXPECT_LE(eap::batch_work_bytes(w, n, 35, 23), budget);
+    EXPECT_GT(eap::batch_work_bytes(w, n + 1, 35, 23), budget);
+    EXPECT_GE(n, last);
+    last = n;
+  }
+  EXPECT_EQ(eap::parse_bytes("12GiB"), 12.0 * (1 << 30));
+  EXPECT_EQ(eap::parse_bytes("800 MiB"), 800.0 * (1 << 20));
+  EXPECT_EQ(eap::parse_bytes("1.5GB"), 1.5e9);
+  EXPECT_LT(eap::parse_bytes("lots"), 0);
+  EXPECT_LT(eap::parse_bytes("12 parsecs"), 0);
+}
+
+namespace {
+
+std::string job_with(const std::string& dir, const std::string& extra) {
+  const std::string path = dir + "/job.toml";
+  std::ofstream(path) << "output = \"" << dir << "/out\"\n[grid]\nmodels = [2]\ncommandsets = [1]\n[settings]\nbatch_size = 30\n"
+                      << extra << "\n[models.BM2]\ncs1 = \"/nonexistent/model\"\ntokenizer = \"/nonexistent/model\"\n";
+  return path;
+}
+
+}  // namespace
+
+// Micro-batches change no result beyond float order, so the budget is not a setting of the cells.
+TEST(MemoryBudget, NotInTheSettingsHashAndBadValuesNamed) {
+  const std::string dir = temp_dir("job");
+  const job::Job plain = job::load_job(job_with(dir, ""));
+  const job::Job budget = job::load_job(job_with(dir, "memory_budget = \"2GiB\""));
+  EXPECT_EQ(budget.settings.memory_budget_bytes, 2.0 * (1 << 30));
+  EXPECT_EQ(plain.settings.memory_budget_bytes, 0.0);
+  ASSERT_EQ(plain.cells.size(), budget.cells.size());
+  for (size_t i = 0; i < plain.cells.size(); ++i) {
+    EXPECT_EQ(plain.cells[i].settings, budget.cells[i].settings);
+    EXPECT_EQ(plain.cells[i].hash, budget.cells[i].hash);
+  }
+  EXPECT_EQ(job::load_job(job_with(dir, "memory_budget = 1073741824")).settings.memory_budget_bytes, double(1 << 30));
+  for (const std::string bad : {"memory_budget = \"lots\"", "memory_budget = -5", "memory_budget = true"}) {
+    try {
+      job::load_job(job_with(dir, bad));
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("job.toml:7: settings.memory_budget: "), std::string::npos) << e.what();
+    }
+  }
+  fs::remove_all(dir);
+}
+
+// Weights stored in the run's dtype are mapped, shared by the node; a conversion is shared only
+// when several ranks share the node; a budget below one prompt's needs leaves no micro-batch.
+TEST(MemoryBudget, PlanCountsSharedWeightsOncePerNode) {
+  const model::ModelConfig c = model::preset_config("bm2");
+  const int64_t params = 494032768;
+  job::Settings s;
+  s.memory_budget_bytes = 8.0 * (1 << 30);
+  const runner::MemoryPlan f32 = runner::plan_memory(c, params, 4.0 * params, s, 30, 35, 23, 1);
+  EXPECT_EQ(f32.weights_shared, 4.0 * params);
+  EXPECT_EQ(f32.weights_private, 0.0);
+  const runner::MemoryPlan bf16_one = runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 1);
+  EXPECT_EQ(bf16_one.weights_private, 4.0 * params);
+  const runner::MemoryPlan bf16_two = runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 2);
+  EXPECT_EQ(bf16_two.weights_shared, 4.0 * params);
+  EXPECT_GT(bf16_two.micro, 0);
+  // Private float32 weights (1.8 GiB) and half of one prompt's work: not one prompt fits.
+  s.memory_budget_bytes = 4.0 * params + 0.5 * bf16_one.one_prompt;
+  EXPECT_EQ(runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 1).micro, 0);
+  s.memory_budget_bytes = 4.0 * params + 1.01 * bf16_one.one_prompt;
+  EXPECT_EQ(runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 1).micro, 1);
+  EXPECT_GT(bf16_one.one_prompt, 0);
 }
