@@ -220,12 +220,9 @@ std::shared_ptr<const Checkpoint> converted(const std::shared_ptr<const Checkpoi
 std::string default_convert_cache() {
   const char* env = std::getenv("TEAP_WEIGHTS_CACHE");
   if (env && std::string(env) == "off") return "";
-  std::string root = env && *env ? env : "";
-  if (root.empty()) {
-    const char* tmp = std::getenv("TMPDIR");
-    root = tmp && *tmp ? tmp : "/tmp";
-  }
-  return (fs::path(root) / ("teap-weights-" + std::to_string(::getuid()))).string();
+  if (env && *env) return env;
+  const char* tmp = std::getenv("TMPDIR");
+  return (fs::path(tmp && *tmp ? tmp : "/tmp") / ("teap-weights-" + std::to_string(::getuid()))).string();
 }
 
 void check_device(const std::string& device) { parse_device(device); }

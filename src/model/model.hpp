@@ -42,8 +42,8 @@ struct LoadOptions {
   std::string convert_cache;
 };
 
-// The node-local folder for converted weights: $TEAP_WEIGHTS_CACHE, else $TMPDIR, else /tmp,
-// followed by /teap-weights-<uid>; empty when TEAP_WEIGHTS_CACHE is "off".
+// The node-local folder for converted weights: $TEAP_WEIGHTS_CACHE, else $TMPDIR/teap-weights-<uid>
+// (/tmp without TMPDIR); empty (each rank converts privately) when TEAP_WEIGHTS_CACHE is "off".
 std::string default_convert_cache();
 
 // `name_or_path` is a model folder or a repository id in the offline Hugging Face cache.
