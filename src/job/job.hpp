@@ -34,9 +34,10 @@ struct Settings {
   int group_size = 1;  // ranks sharing one work unit
   std::string model_variant = "auto";  // auto: the synonym fine-tune for cells that show synonyms
   bool any_architecture = false;  // accept a checkpoint whose family is not its BM number's (gpt_neo, qwen2, llama)
-  // Per-rank memory for a batch's work and the rank's private weights ("12GiB"; "auto": the
-  // node's memory divided among its ranks). A batch that would not fit is scored in micro-batches,
-  // which give the same scores up to float order: not part of the settings hash.
+  // Per-rank memory for a batch's work and the rank's private weights ("12GiB"; weights mapped
+  // read-only are shared by the node and not counted; "auto": the node's memory less those, divided
+  // among its ranks). A batch that would not fit is scored in micro-batches, which give the same
+  // scores up to float order: not part of the settings hash.
   std::string memory_budget = "auto";
   double memory_budget_bytes = 0;  // the parsed value; 0 for auto
 };

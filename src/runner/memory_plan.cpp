@@ -45,14 +45,12 @@ eap::WorkShape shape_of(const model::ModelConfig& c, const job::Settings& s) {
 MemoryPlan finish(MemoryPlan p, const model::ModelConfig& c, const job::Settings& s, int64_t positions, int64_t suffix,
                   int ranks_on_node) {
   const eap::WorkShape w = shape_of(c, s);
-  p.budget = rank_budget_bytes(s, ranks_on_node);
+  p.budget = rank_budget_bytes(s, ranks_on_node, p.weights_shared);
   p.one_prompt = eap::batch_work_bytes(w, 1, positions, suffix);
-  if (p.budget <= 0) {
+  if (p.budget <= 0)
     p.micro = p.prompts;
-  } else {
-    const double for_work = p.budget - p.weights_private - p.weights_shared / std::max(1, ranks_on_node);
-    p.micro = eap::micro_batch_prompts(w, p.prompts, positions, suffix, for_work);
-  }
+  else
+    p.micro = eap::micro_batch_prompts(w, p.prompts, positions, suffix, p.budget - p.weights_private);
   p.work = eap::batch_work_bytes(w, std::max<int64_t>(p.micro, 1), positions, suffix);
   return p;
 }
@@ -72,10 +70,10 @@ double node_memory_bytes() {
   return bytes;
 }
 
-double rank_budget_bytes(const job::Settings& s, int ranks_on_node) {
+double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double shared_weight_bytes) {
   if (s.memory_budget_bytes > 0) return s.memory_budget_bytes;
-  if (s.device != "cpu") return 0;
-  return 0.9 * node_memory_bytes() / std::max(1, ranks_on_node);
+  if (s.device != "cpu" || node_memory_bytes() <= 0) return 0;
+  return std::max(0.0, 0.9 * node_memory_bytes() - shared_weight_bytes) / std::max(1, ranks_on_node);
 }
 
 MemoryPlan plan_memory(const model::ModelConfig& c, int64_t parameters, double stored_bytes, const job::Settings& s,

@@ -18,9 +18,11 @@ namespace teap::runner {
 // unknown.
 double node_memory_bytes();
 
-// settings.memory_budget in bytes, or for "auto" 90% of node_memory_bytes() divided among the
-// node's ranks (0, no limit, when unknown or on CUDA).
-double rank_budget_bytes(const job::Settings& s, int ranks_on_node);
+// settings.memory_budget in bytes: what one rank may hold privately, its batch's work and any
+// private weights (weights mapped read-only are the node's, counted once, not in any rank's
+// budget). "auto": 90% of node_memory_bytes(), less the shared weights, divided among the node's
+// ranks (0, no limit, when unknown or on CUDA).
+double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double shared_weight_bytes = 0);
 
 struct MemoryPlan {
   double weights_private = 0;  // bytes of weights only this rank holds
@@ -31,7 +33,8 @@ struct MemoryPlan {
   double work = 0;             // estimated work of one micro-batch
   double one_prompt = 0;       // ... of one prompt
   // Estimated peak resident memory of the rank (shared weights counted whole, as RSS counts them)
-  // and its proportional share (shared weights divided among the node's ranks).
+  // and its proportional share (shared weights divided among the node's ranks). The budget bounds
+  // weights_private + work.
   double peak_resident() const { return weights_private + weights_shared + work; }
   double peak_proportional(int ranks_on_node) const {
     return weights_private + weights_shared / std::max(1, ranks_on_node) + work;

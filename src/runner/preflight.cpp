@@ -131,10 +131,10 @@ PreflightResult preflight(const job::Job& job, const PreflightContext& ctx) {
     result.memory.push_back(weights + ": " + describe(p, ctx.ranks_on_node));
     if (p.micro == 0) {
       problems.push_back(settings_key("memory_budget") + ": " + eap::format_bytes(p.budget) + " per rank is less than " +
-                         weights + " needs for one prompt (cell " + cell + "): weights " +
-                         eap::format_bytes(p.weights_private + p.weights_shared) +
-                         (p.weights_private > 0 ? " private" : " shared") + ", one prompt's work " +
-                         eap::format_bytes(p.one_prompt) + "; raise memory_budget");
+                         weights + " needs for one prompt (cell " + cell + "): its work " + eap::format_bytes(p.one_prompt) +
+                         (p.weights_private > 0 ? " and the rank's private weights " + eap::format_bytes(p.weights_private)
+                                                : std::string(" (the weights are mapped, shared by the node)")) +
+                         "; raise memory_budget");
       continue;
     }
     if (p.micro < p.prompts && s.metric_pairing == "batch_broadcast")

@@ -21,13 +21,14 @@ def dry_memory_line(job):
 
 
 def micro_budget(model, tmp_path):
-    """The smallest budget (by 1 MiB steps) whose micro-batches hold 2 to 6 of a batch's 8 prompts."""
-    for mib in range(8, 200):
-        job = write_job(tmp_path / "probe.toml", tmp_path / "probe", model, FEATURES, memory_budget=f"{mib}MiB")
+    """The smallest budget (by 256 KiB steps) whose micro-batches hold 2 to 6 of a batch's 8 prompts."""
+    for kib in range(512, 64 << 10, 256):
+        job = write_job(tmp_path / "probe.toml", tmp_path / "probe", model, FEATURES, memory_budget=f"{kib}KiB")
         p = subprocess.run([BIN, "run", job, "--dry-run"], capture_output=True, text=True, timeout=60)
         m = re.search(r"in micro-batches of (\d+) of the batch's 8 prompts", p.stdout)
         if m and 2 <= int(m.group(1)) <= 6:
-            return f"{mib}MiB", int(m.group(1))
+            return f"{kib}KiB", int(m.group(1))
+        assert "for the batch of 8 prompts" not in p.stdout, "no budget gives micro-batches of 2 to 6 prompts"
     raise AssertionError("no budget gives micro-batches")
 
 
