@@ -124,7 +124,9 @@ Run add_status_command(CLI::App& app) {
     struct Row {
       std::string id;
       int64_t done, failed, damaged, missing;
+      int64_t evaluated;  // -1: the cell has no evaluation
     };
+    int64_t evaluated = 0, to_evaluate = 0;
     std::vector<Row> rows;
     for (size_t i = 0; i < m["cells"].size(); ++i) {
       const nlohmann::json& c = m["cells"][i];
@@ -166,7 +168,22 @@ Run add_status_command(CLI::App& app) {
           ++f;
         }
       }
-      rows.push_back({id, d, f, bad, n - d - f - bad});
+      // Evaluation units (the job's [evaluate]): published files of the cell's evaluation hash.
+      int64_t ev = -1;
+      if (c.contains("evaluation_hash") && c["evaluation_hash"].is_string()) {
+        ev = 0;
+        for (int b = 0; b < n; ++b) {
+          const std::string file = runner::kind_unit_path(*out, "evaluation", id, b);
+          const runner::UnitCheck check =
+              runner::inspect_evaluation_file(file, id, hash, c["evaluation_hash"].get<std::string>(), b);
+          if (check.state == runner::UnitState::published) ++ev;
+          else if (check.state != runner::UnitState::missing)
+            problems.push_back(std::string(check.state == runner::UnitState::damaged ? "damaged: " : "foreign: ") + check.why);
+        }
+        evaluated += ev;
+        to_evaluate += n;
+      }
+      rows.push_back({id, d, f, bad, n - d - f - bad, ev});
       if (d == n && static_cast<int64_t>(batches.size()) == n) {
         std::vector<const eap::BatchScores*> ptrs;
         for (const auto& b : batches) ptrs.push_back(&b);
@@ -182,12 +199,15 @@ Run add_status_command(CLI::App& app) {
       cells_done += d == n;
     }
     // The damaged column appears when there is something to show in it.
-    if (damaged) std::printf("%-48s %8s %8s %8s %8s\n", "cell", "done", "failed", "missing", "damaged");
-    else std::printf("%-48s %8s %8s %8s\n", "cell", "done", "failed", "missing");
+    std::printf("%-48s %8s %8s %8s", "cell", "done", "failed", "missing");
+    if (damaged) std::printf(" %8s", "damaged");
+    if (to_evaluate) std::printf(" %9s", "evaluated");
+    std::printf("\n");
     for (const Row& r : rows) {
       std::printf("%-48s %8lld %8lld %8lld", r.id.c_str(), static_cast<long long>(r.done), static_cast<long long>(r.failed),
                   static_cast<long long>(r.missing));
       if (damaged) std::printf(" %8lld", static_cast<long long>(r.damaged));
+      if (to_evaluate) std::printf(" %9s", r.evaluated < 0 ? "-" : std::to_string(r.evaluated).c_str());
       std::printf("\n");
     }
     for (const auto& p : problems) std::printf("%s\n", p.c_str());
@@ -196,6 +216,9 @@ Run add_status_command(CLI::App& app) {
     std::printf("units: %lld done, %lld failed%s, %lld missing, of %lld; cells complete: %lld of %zu; compute time %.1f s\n",
                 static_cast<long long>(done), static_cast<long long>(failed), bad.c_str(), static_cast<long long>(missing), static_cast<long long>(total), static_cast<long long>(cells_done),
                 m["cells"].size(), seconds);
+    if (to_evaluate)
+      std::printf("evaluation units: %lld of %lld done\n", static_cast<long long>(evaluated),
+                  static_cast<long long>(to_evaluate));
     if (flagged)
       std::printf("cells flagged: %lld of the complete ones (low_effect, low_accuracy or degenerate: see above)\n",
                   static_cast<long long>(flagged));

@@ -9,7 +9,9 @@
 #include <set>
 #include <sstream>
 
+#include "eap/circuit.hpp"
 #include "eap/memory.hpp"
+#include "eap/method.hpp"
 #include "tinysql/rng.hpp"
 #include "util/error.hpp"
 #include "util/files.hpp"
@@ -72,7 +74,7 @@ struct Ctx {
         out.push_back(e.as_string()->get());
       }
     }
-    if (out.empty()) fail(n, path, "empty list: the grid would be empty");
+    if (out.empty()) fail(n, path, where == "grid" ? "empty list: the grid would be empty" : "empty list");
     return out;
   }
 };
@@ -136,9 +138,30 @@ std::string default_repository(int model, int commandset, bool synonym_variant) 
          std::to_string(experiment) + "." + std::to_string(run);
 }
 
+std::string top_k_string(int64_t k) { return k == eap::kAllEdges ? "all" : std::to_string(k); }
+
+namespace {
+
+void rehash(Cell& cell) {
+  cell.hash = settings_hash(cell.settings);
+  cell.evaluation_hash = cell.evaluation.empty() ? "" : settings_hash(cell.settings + ";" + cell.evaluation);
+}
+
+std::string evaluation_string(const Evaluate& e, int top_n) {
+  if (!e.enabled) return "";
+  std::string s = "circuits=";
+  for (size_t i = 0; i < e.circuits.size(); ++i) s += (i ? "," : "") + e.circuits[i];
+  s += ";top_k=";
+  for (size_t i = 0; i < e.top_k.size(); ++i) s += (i ? "," : "") + top_k_string(e.top_k[i]);
+  s += ";prune=" + std::to_string(e.prune ? 1 : 0) + ";top_n=" + std::to_string(top_n);
+  return s;
+}
+
+}  // namespace
+
 void set_weights_id(Cell& cell, const std::string& weights_id) {
   cell.settings += ";weights_id=" + weights_id;
-  cell.hash = settings_hash(cell.settings);
+  rehash(cell);
 }
 
 Job load_job(const std::string& path) {
@@ -155,7 +178,7 @@ Job load_job(const std::string& path) {
                      std::string(e.description()));
   }
   const std::string dir = fs::absolute(fs::path(path)).parent_path().string();
-  ctx.only_keys(root, "", {"output", "grid", "exclude", "settings", "models", "quality"});
+  ctx.only_keys(root, "", {"output", "grid", "exclude", "settings", "models", "quality", "evaluate"});
 
   const toml::node* out = root.get("output");
   if (!out) ctx.fail(nullptr, "output", "missing (the sweep folder)");
@@ -175,7 +198,8 @@ Job load_job(const std::string& path) {
   const toml::table& st = table("settings");
   ctx.only_keys(st, "settings", {"num_fields", "batch_size", "batches", "top_n", "seed", "dtype", "device", "threads",
                                  "downstream_heads", "metric_pairing", "group_size", "model_variant",
-                                 "any_architecture", "memory_budget"});
+                                 "any_architecture", "method", "ig_steps", "input_node", "logits_node",
+                                 "memory_budget"});
   // Integers are read whole and bounded before they are narrowed: 9223372036854775807 is "too
   // large", not a wrapped "must be at least 1".
   auto bounded = [&](const char* key, int64_t fallback, int64_t lo, int64_t hi, const std::string& why_hi) {
@@ -197,6 +221,10 @@ Job load_job(const std::string& path) {
   s.group_size = static_cast<int>(bounded("group_size", s.group_size, 1, 65536, ""));
   s.model_variant = ctx.get(st, "settings", "model_variant", s.model_variant);
   s.any_architecture = ctx.get(st, "settings", "any_architecture", s.any_architecture);
+  s.method = ctx.get(st, "settings", "method", s.method);
+  s.ig_steps = static_cast<int>(bounded("ig_steps", s.ig_steps, 1, eap::kMaxIgSteps, ""));
+  s.input_node = ctx.get(st, "settings", "input_node", s.input_node);
+  s.logits_node = ctx.get(st, "settings", "logits_node", s.logits_node);
   // memory_budget (issue 17): a size with a unit, a number of bytes, or "auto".
   if (const toml::node* n = st.get("memory_budget")) {
     if (n->is_integer() && n->as_integer()->get() > 0) {
@@ -226,6 +254,12 @@ Job load_job(const std::string& path) {
   // batch's pairs: refused rather than computed differently from one rank.
   check(!(s.metric_pairing == "batch_broadcast" && s.group_size > 1), "group_size",
         "metric_pairing batch_broadcast needs the whole batch on one rank: use group_size = 1");
+  {
+    const auto names = eap::method_names();
+    std::string list;
+    for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+    check(std::find(names.begin(), names.end(), s.method) != names.end(), "method", "'" + s.method + "' is not one of " + list);
+  }
   check(s.model_variant == "auto" || s.model_variant == "plain" || s.model_variant == "synonym", "model_variant",
         "'" + s.model_variant + "' is not auto, plain or synonym");
 
@@ -242,6 +276,39 @@ Job load_job(const std::string& path) {
   job.quality.min_effect_vs_clean = threshold("min_effect_vs_clean", job.quality.min_effect_vs_clean, 1e6);
   job.quality.min_effect_vs_spread = threshold("min_effect_vs_spread", job.quality.min_effect_vs_spread, 1e6);
   job.quality.min_accuracy = threshold("min_accuracy", job.quality.min_accuracy, 1);
+
+  const toml::table& et = table("evaluate");
+  ctx.only_keys(et, "evaluate", {"enabled", "circuits", "top_k", "prune"});
+  Evaluate& ev = job.evaluate;
+  ev.enabled = root.get("evaluate") != nullptr && ctx.get(et, "evaluate", "enabled", true);
+  ev.prune = ctx.get(et, "evaluate", "prune", ev.prune);
+  ev.circuits = ctx.list<std::string>(et, "evaluate", "circuits", ev.circuits);
+  {
+    const auto kinds = eap::known_circuit_kinds();
+    std::string list;
+    for (const auto& k : kinds) list += (list.empty() ? "" : ", ") + k;
+    for (const auto& c : ev.circuits)
+      if (std::find(kinds.begin(), kinds.end(), c) == kinds.end())
+        ctx.fail(et.get("circuits"), "evaluate.circuits", "unknown circuit '" + c + "' (known: " + list + ")");
+  }
+  if (const toml::node* n = et.get("top_k")) {
+    if (!n->is_array() || n->as_array()->empty())
+      ctx.fail(n, "evaluate.top_k", "expected a list of edge counts (positive integers, or \"all\")");
+    ev.top_k.clear();
+    for (const auto& e : *n->as_array()) {
+      if (e.is_string() && e.as_string()->get() == "all") {
+        ev.top_k.push_back(eap::kAllEdges);
+      } else if (e.is_integer() && e.as_integer()->get() >= 1) {
+        ev.top_k.push_back(e.as_integer()->get());
+      } else {
+        std::ostringstream os;
+        if (e.is_integer()) os << e.as_integer()->get();
+        else if (e.is_string()) os << "'" << e.as_string()->get() << "'";
+        else os << "a " << e.type();
+        ctx.fail(&e, "evaluate.top_k", os.str() + " is not an edge count (a positive integer, or \"all\")");
+      }
+    }
+  }
 
   const toml::table& grid = table("grid");
   ctx.only_keys(grid, "grid", {"models", "commandsets", "features", "use_novel_names", "use_synonyms_field", "use_synonyms_table"});
@@ -368,8 +435,15 @@ Job load_job(const std::string& path) {
               // Notebook pairing scores every batch against the cell's last batch, so the batch
               // count changes every batch's scores (other modes keep their hashes as they were).
               if (s.metric_pairing == "notebook") os << ";batches=" << s.batches;
+              // Settings added later join the string only when not at their default, so that
+              // sweeps of earlier versions keep their hashes.
+              if (s.method != "eap") os << ";method=" << s.method;
+              if (s.method == "eap-ig-inputs") os << ";ig_steps=" << s.ig_steps;
+              if (s.input_node) os << ";input_node=1";
+              if (s.logits_node) os << ";logits_node=1";
               cell.settings = os.str();
-              cell.hash = settings_hash(cell.settings);
+              cell.evaluation = evaluation_string(job.evaluate, s.top_n);
+              rehash(cell);
               job.cells.push_back(cell);
             }
   }

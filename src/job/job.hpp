@@ -34,12 +34,25 @@ struct Settings {
   int group_size = 1;  // ranks sharing one work unit
   std::string model_variant = "auto";  // auto: the synonym fine-tune for cells that show synonyms
   bool any_architecture = false;  // accept a checkpoint whose family is not its BM number's (gpt_neo, qwen2, llama)
+  std::string method = "eap";     // eap, eap-ig-inputs, clean-corrupted, exact (eap/method.hpp)
+  int ig_steps = 5;               // eap-ig-inputs: interpolation steps
+  bool input_node = false;        // score the embedding as an upstream node
+  bool logits_node = false;       // score the final residual stream as a downstream node
   // Per-rank memory for a batch's work and the rank's private weights ("12GiB"; weights mapped
   // read-only are shared by the node and not counted; "auto": the node's memory less those, divided
   // among its ranks). A batch that would not fit is scored in micro-batches, which give the same
   // scores up to float order: not part of the settings hash.
   std::string memory_budget = "auto";
   double memory_budget_bytes = 0;  // the parsed value; 0 for auto
+};
+
+// [evaluate]: the circuits each cell is run with once all its scores are in (circuits.md). Off
+// unless the table is there; then on unless `enabled = false`.
+struct Evaluate {
+  bool enabled = false;
+  std::vector<std::string> circuits = {"consistent", "top-k", "empty", "full"};
+  std::vector<int64_t> top_k = {1, 2, 5, 10, 20, 50, 100, 200, 500, -1};  // -1: "all"
+  bool prune = false;
 };
 
 // Thresholds of the cell-quality flags (eap/quality.hpp); they change what reduce reports, not
@@ -61,6 +74,11 @@ struct Cell {
   bool trim_vocab = false;
   std::string settings;   // canonical "key=value;..." of everything that changes per-batch results
   std::string hash;       // 16 hex digits of FNV-1a over `settings`
+  // Canonical "key=value;..." of what changes the cell's evaluation units (the [evaluate] table and
+  // top_n, which makes the consistent circuit), and the hash over `settings` and it: evaluation
+  // units of another hash are redone, score units stay.
+  std::string evaluation;
+  std::string evaluation_hash;
 };
 
 struct Job {
@@ -70,12 +88,16 @@ struct Job {
   std::string text;    // the file as read (copied into the sweep folder)
   Settings settings;
   Quality quality;          // [quality]
+  Evaluate evaluate;        // [evaluate]
   std::vector<Cell> cells;  // grid order: model, command set, feature, novel, field synonyms, table synonyms
 };
 
 // Adds what the weights are (a fingerprint of the checkpoint's contents, model/safetensors.hpp) to
 // a cell's settings and hash, so that a checkpoint replaced at the same path is another setting.
 void set_weights_id(Cell& cell, const std::string& weights_id);
+
+// "all" for -1, else the number: how a top_k entry is written.
+std::string top_k_string(int64_t k);
 
 // Reads and validates a job; any problem is an InputError "FILE:LINE: key: what".
 Job load_job(const std::string& path);

@@ -240,6 +240,7 @@ ojson to_json(const Result& r) {
   doc["metadata"] = std::move(md);
   doc["parameters"] = std::move(pa);
   doc["edges"] = std::move(edges);
+  if (!r.faithfulness.is_null()) doc["faithfulness"] = r.faithfulness;
   return doc;
 }
 

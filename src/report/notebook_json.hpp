@@ -40,6 +40,9 @@ struct Result {
   ResultMetadata metadata;
   ResultParameters parameters;
   std::vector<NamedEdge> edges;
+  // Appended after the notebook's keys when not null: the cell's `faithfulness` object
+  // (report/faithfulness_json.hpp). Undefined values in it are null.
+  nlohmann::ordered_json faithfulness;
 };
 
 // The document, keys in the notebook's order. A non-finite float anywhere is a std::invalid_argument

@@ -23,12 +23,24 @@ json manifest_of(const job::Job& job) {
                      {"use_synonyms_table", c.prompts.use_synonyms_table}, {"num_fields", s.num_fields},
                      {"batch_size", s.batch_size}, {"n_batches", s.batches}, {"seed", s.seed}, {"dtype", s.dtype},
                      {"device", s.device}, {"downstream_heads", s.downstream_heads}, {"metric_pairing", s.metric_pairing},
-                     {"top_n", s.top_n}, {"settings", c.settings}, {"settings_hash", c.hash}});
+                     {"top_n", s.top_n}, {"method", s.method}, {"input_node", s.input_node},
+                     {"logits_node", s.logits_node}, {"settings", c.settings}, {"settings_hash", c.hash}});
+    if (s.method == "eap-ig-inputs") cells.back()["ig_steps"] = s.ig_steps;
+    if (!c.evaluation.empty()) {
+      cells.back()["evaluation"] = c.evaluation;
+      cells.back()["evaluation_hash"] = c.evaluation_hash;
+    }
   }
   const json quality = {{"min_effect_vs_clean", job.quality.min_effect_vs_clean},
                         {"min_effect_vs_spread", job.quality.min_effect_vs_spread},
                         {"min_accuracy", job.quality.min_accuracy}};
-  return {{"version", TEAP_VERSION}, {"job", job.path}, {"quality", quality}, {"cells", cells}};
+  json m = {{"version", TEAP_VERSION}, {"job", job.path}, {"quality", quality}, {"cells", cells}};
+  if (job.evaluate.enabled) {
+    json top_k = json::array();
+    for (int64_t k : job.evaluate.top_k) top_k.push_back(k < 0 ? json("all") : json(k));
+    m["evaluate"] = {{"circuits", job.evaluate.circuits}, {"top_k", top_k}, {"prune", job.evaluate.prune}};
+  }
+  return m;
 }
 
 namespace {
@@ -94,6 +106,8 @@ json merge_manifest(const std::string& path, const json& fresh) {
   merged["version"] = TEAP_VERSION;
   merged["job"] = fresh["job"];
   merged["quality"] = fresh["quality"];  // the latest job's thresholds
+  if (fresh.contains("evaluate")) merged["evaluate"] = fresh["evaluate"];
+  else merged.erase("evaluate");
   return merged;
 }
 

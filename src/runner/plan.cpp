@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "io/evaluation_file.hpp"
 #include "io/unit_file.hpp"
 
 #include "runner/folder.hpp"
@@ -13,7 +14,11 @@
 namespace teap::runner {
 using nlohmann::json;
 
-std::vector<UnitKind> unit_kinds(const job::Job&) { return {UnitKind{"score", "units", -1}}; }
+std::vector<UnitKind> unit_kinds(const job::Job& job) {
+  std::vector<UnitKind> kinds = {UnitKind{"score", "units", -1}};
+  if (job.evaluate.enabled) kinds.push_back(UnitKind{"evaluate", "evaluation", 0});
+  return kinds;
+}
 
 int FolderScan::done_in_cell(int kind, int cell) const {
   int n = 0;
@@ -30,7 +35,7 @@ FolderScan scan_folder(const std::string& out, const job::Job& job, const std::v
     for (size_t c = 0; c < job.cells.size(); ++c) {
       for (int b = 0; b < scan.n_batches; ++b) {
         const std::string path = kind_unit_path(out, kinds[k].folder, job.cells[c].id, b);
-        UnitCheck check = inspect(path, job.cells[c], b);
+        UnitCheck check = inspect(kinds[k], path, job.cells[c], b);
         state[c * scan.n_batches + b] = check.state;
         if (check.state == UnitState::damaged || check.state == UnitState::foreign)
           scan.problems.push_back(UnitProblem{UnitRef{k, static_cast<int32_t>(c), b}, path, std::move(check)});
@@ -64,6 +69,33 @@ UnitCheck inspect_unit_file(const std::string& path, const std::string& cell_id,
 
 UnitCheck inspect_unit_file(const std::string& path, const job::Cell& cell, int batch) {
   return inspect_unit_file(path, cell.id, cell.hash, batch);
+}
+
+UnitCheck inspect_evaluation_file(const std::string& path, const std::string& cell_id, const std::string& settings_hash,
+                                  const std::string& evaluation_hash, int batch) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return {};
+  io::EvaluationHeader h;
+  try {
+    h = io::read_evaluation_header(path);
+  } catch (const InputError& e) {
+    return UnitCheck{UnitState::damaged, e.what()};
+  }
+  if (h.cell_id != cell_id) return UnitCheck{UnitState::foreign, path + ": holds cell " + h.cell_id + ", not " + cell_id};
+  if (h.batch_index != batch)
+    return UnitCheck{UnitState::foreign,
+                     path + ": holds batch " + std::to_string(h.batch_index) + ", not " + std::to_string(batch)};
+  if (h.settings_hash != settings_hash)
+    return UnitCheck{UnitState::foreign, path + ": settings_hash " + h.settings_hash + " is not the sweep's " + settings_hash};
+  if (!evaluation_hash.empty() && h.evaluation_hash != evaluation_hash)
+    return UnitCheck{UnitState::foreign, path + ": evaluation_hash " + h.evaluation_hash + " is not the job's " +
+                                             evaluation_hash + " (another [evaluate] table)"};
+  return UnitCheck{UnitState::published, ""};
+}
+
+UnitCheck inspect_file(const UnitKind& kind, const std::string& path, const job::Cell& cell, int batch) {
+  if (kind.name == "evaluate") return inspect_evaluation_file(path, cell.id, cell.hash, cell.evaluation_hash, batch);
+  return inspect_unit_file(path, cell, batch);
 }
 
 Plan make_plan(const job::Job& job, const std::vector<UnitKind>& kinds, const FolderScan& scan, const Shard& shard) {

@@ -17,12 +17,13 @@ namespace teap::runner {
 // files; a kind with `after` set becomes available for a cell only once every unit of kind `after`
 // of that cell is published (the evaluation of a circuit needs all of the cell's scores).
 struct UnitKind {
-  std::string name;     // "score"
-  std::string folder;   // under the sweep folder: "units"
+  std::string name;     // "score", "evaluate"
+  std::string folder;   // under the sweep folder: "units", "evaluation"
   int after = -1;       // index of the kind this one waits for, -1: none
 };
 
-// The kinds a job asks for, `score` first (index 0).
+// The kinds a job asks for, `score` first (index 0); `evaluate` (waits for `score`) when the job
+// has an [evaluate] table that is on.
 std::vector<UnitKind> unit_kinds(const job::Job& job);
 
 struct UnitRef {
@@ -57,9 +58,9 @@ struct FolderScan {
   int done_in_cell(int kind, int cell) const;
 };
 
-// `inspect(path, cell, batch)` says what the file at `path` is (tests give a fake folder;
-// `inspect_unit_file` reads the real one).
-using Inspect = std::function<UnitCheck(const std::string& path, const job::Cell& cell, int batch)>;
+// `inspect(kind, path, cell, batch)` says what the file at `path` is (tests give a fake folder;
+// `inspect_file` reads the real one).
+using Inspect = std::function<UnitCheck(const UnitKind& kind, const std::string& path, const job::Cell& cell, int batch)>;
 FolderScan scan_folder(const std::string& out, const job::Job& job, const std::vector<UnitKind>& kinds,
                        const Inspect& inspect);
 
@@ -68,6 +69,11 @@ FolderScan scan_folder(const std::string& out, const job::Job& job, const std::v
 UnitCheck inspect_unit_file(const std::string& path, const job::Cell& cell, int batch);
 UnitCheck inspect_unit_file(const std::string& path, const std::string& cell_id, const std::string& settings_hash,
                             int batch);
+// An evaluation file checked likewise, and against the cell's evaluation hash.
+UnitCheck inspect_evaluation_file(const std::string& path, const std::string& cell_id, const std::string& settings_hash,
+                                  const std::string& evaluation_hash, int batch);
+// The file of a unit of `kind`, inspected by what that kind writes.
+UnitCheck inspect_file(const UnitKind& kind, const std::string& path, const job::Cell& cell, int batch);
 
 struct Shard {
   int index = 0, count = 1;

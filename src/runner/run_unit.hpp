@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "io/evaluation_file.hpp"
 #include "io/unit_file.hpp"
 #include "job/job.hpp"
 #include "runner/plan.hpp"
@@ -41,7 +42,9 @@ struct UnitOutcome {
   enum class Error { none, input, failure };
   Error error = Error::none;
   std::string message;
-  std::optional<io::UnitRecord> record;  // on the group's leader, when the unit succeeded
+  // On the group's leader, when the unit succeeded: what it publishes (one of them, by its kind).
+  std::optional<io::UnitRecord> record;
+  std::optional<io::EvaluationRecord> evaluation;
   double seconds = 0;
 };
 
@@ -49,8 +52,10 @@ struct UnitOutcome {
 // Never throws: an error is returned with its kind.
 UnitOutcome run_unit(const UnitEnv& env, Workspace& ws, const Plan& plan, const UnitRef& unit);
 
-// The `score` kind: one batch's EAP scores (score_unit.cpp).
+// The `score` kind: one batch's scores (score_unit.cpp).
 UnitOutcome run_score_unit(const UnitEnv& env, Workspace& ws, const UnitRef& unit);
+// The `evaluate` kind: one batch run with each of its cell's circuits (evaluate_unit.cpp).
+UnitOutcome run_evaluate_unit(const UnitEnv& env, Workspace& ws, const UnitRef& unit);
 
 // The group's leader writes the unit file (atomically, under its kind's folder) or the failure
 // note; every member logs the failure.

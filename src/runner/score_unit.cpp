@@ -1,6 +1,5 @@
-// The `score` kind of work unit: one cell x batch index scored by EAP, split across the rank
-// group's members by prompts, with the group's partial scores summed. The rank's loaded model and
-// tokenizer live here (the Workspace), so LibTorch stays out of the runner's other files.
+// The `score` kind of work unit: one cell x batch index scored by the job's method, split across
+// the rank group's members by prompts, with the group's partial scores summed.
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 
@@ -17,41 +16,12 @@
 #include "runner/memory_plan.hpp"
 #include "runner/run_unit.hpp"
 #include "runner/unit.hpp"
+#include "runner/workspace.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "util/error.hpp"
 #include "version.hpp"
 
 namespace teap::runner {
-
-// Loaded models and tokenizers, kept while consecutive units use them.
-struct Workspace {
-  int ranks_on_node = 1;
-  std::set<std::string> told_micro;  // models whose micro-batches the log has described
-  std::string key;
-  std::optional<model::Model> model;
-  std::optional<tokenizer::Tokenizer> tok;
-
-  void load(const job::Cell& c, const job::Settings& s) {
-    const std::string k = c.weights + "|" + c.tokenizer + "|" + std::to_string(c.trim_vocab) + "|" + s.dtype + "|" + s.device;
-    if (k == key) return;
-    model.reset();
-    tok.reset();
-    key.clear();
-    tok.emplace(tokenizer::Tokenizer::load(model::resolve_model_path(c.tokenizer)));
-    model::LoadOptions lo;
-    lo.dtype = s.dtype;
-    lo.device = s.device;
-    if (c.trim_vocab) lo.trim_vocab_to = tok->vocab_size();
-    if (ranks_on_node > 1) lo.convert_cache = model::default_convert_cache();
-    const auto t0 = std::chrono::steady_clock::now();
-    model.emplace(model::load_model(c.weights, lo));
-    spdlog::info("loaded {} ({} layers x {} heads) in {:.2f} s; {} MiB of weights mapped read-only{}{}", c.weights,
-                 model->config.n_layers, model->config.n_heads,
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), model->mapped_bytes >> 20,
-                 model->mapped_bytes ? " from " : " (private copies)", model->mapped_from);
-    key = k;
-  }
-};
 
 void WorkspaceDeleter::operator()(Workspace* w) const { delete w; }
 
@@ -74,14 +44,16 @@ io::UnitRecord unit_record(const job::Job& job, const job::Cell& cell, int batch
   const auto& s = job.settings;
   u.text_attrs = {{"cell_id", cell.id}, {"hf_model", cell.weights}, {"tokenizer", cell.tokenizer},
                   {"feature", tinysql::feature_name(cell.prompts.feature)}, {"dtype", s.dtype}, {"device", s.device},
-                  {"downstream_heads", s.downstream_heads}, {"metric_pairing", s.metric_pairing},
+                  {"downstream_heads", s.downstream_heads}, {"metric_pairing", s.metric_pairing}, {"method", s.method},
                   {"settings", cell.settings}, {"settings_hash", cell.hash}, {"program_version", TEAP_VERSION},
                   {"seed", std::to_string(s.seed)}};
   u.int_attrs = {{"model", cell.model}, {"commandset", cell.commandset}, {"batch_index", batch},
                  {"use_novel_names", cell.prompts.use_novel_names}, {"use_synonyms_field", cell.prompts.use_synonyms_field},
                  {"use_synonyms_table", cell.prompts.use_synonyms_table}, {"num_fields", s.num_fields},
                  {"batch_size", s.batch_size}, {"n_batches", s.batches}, {"n_layers", m.config.n_layers},
-                 {"n_heads", m.config.n_heads}, {"rank", rank}, {"threads", threads}, {"group_size", s.group_size}};
+                 {"n_heads", m.config.n_heads}, {"rank", rank}, {"threads", threads}, {"group_size", s.group_size},
+                 {"input_node", s.input_node}, {"logits_node", s.logits_node}};
+  if (s.method == "eap-ig-inputs") u.int_attrs["ig_steps"] = s.ig_steps;
   u.real_attrs = {{"seconds", seconds}};
   u.n_upstream = r.n_upstream;
   u.n_downstream = r.n_downstream;
@@ -164,10 +136,10 @@ UnitOutcome run_score_unit(const UnitEnv& env, Workspace& ws, const UnitRef& uni
     const int lo = static_cast<int>(int64_t(B) * group.rank() / group.size());
     const int hi = static_cast<int>(int64_t(B) * (group.rank() + 1) / group.size());
     const eap::BatchInput part = share_of(full, lo, hi);
-    eap::GraphOptions go;
-    go.downstream_heads = eap::parse_downstream_heads(s.downstream_heads, job.path);
-    const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads, go);
+    const eap::Graph g = scoring_graph(job, m);
     eap::ScoreOptions so;
+    so.method = eap::parse_method(s.method, job.path);
+    so.ig_steps = s.ig_steps;
     so.pairing = eap::parse_metric_pairing(s.metric_pairing, job.path);
     // The notebook scored every batch against its cell's last batch's pairs (eap.md).
     if (so.pairing == eap::MetricPairing::Notebook)

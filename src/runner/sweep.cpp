@@ -58,9 +58,12 @@ std::vector<std::string> check_before_work(const job::Job& job, const dist::Runt
 }
 
 void print_dry_run_cells(const job::Job& job, const FolderScan& scan) {
-  for (size_t c = 0; c < job.cells.size(); ++c)
-    std::printf("%-48s %d/%d batches done\n", job.cells[c].id.c_str(), scan.done_in_cell(0, static_cast<int>(c)),
+  for (size_t c = 0; c < job.cells.size(); ++c) {
+    std::printf("%-48s %d/%d batches done", job.cells[c].id.c_str(), scan.done_in_cell(0, static_cast<int>(c)),
                 scan.n_batches);
+    if (scan.state.size() > 1) std::printf(", %d/%d evaluated", scan.done_in_cell(1, static_cast<int>(c)), scan.n_batches);
+    std::printf("\n");
+  }
   for (const auto& p : scan.problems)
     std::printf("%s unit file, to be moved aside and recomputed: %s\n",
                 p.check.state == UnitState::damaged ? "damaged" : "foreign", p.check.why.c_str());
@@ -84,8 +87,7 @@ Plan plan_on_rank0(const job::Job& job_as_read, const dist::Runtime& rt, const R
   if (!options.dry_run) lock.emplace(lock_folder(job, shard));
   const nlohmann::json manifest = merge_manifest(job.output + "/sweep.json", manifest_of(job));
   const std::vector<UnitKind> kinds = unit_kinds(job);
-  const FolderScan scan = scan_folder(
-      job.output, job, kinds, [](const std::string& p, const job::Cell& c, int b) { return inspect_unit_file(p, c, b); });
+  const FolderScan scan = scan_folder(job.output, job, kinds, inspect_file);
   Plan plan = make_plan(job, kinds, scan, shard);
   if (options.dry_run) print_dry_run_cells(job, scan);
   else prepare_folder(job, manifest, scan, plan, shard);
@@ -231,7 +233,7 @@ RunSummary run_sweep(const job::Job& job_as_read, const dist::Runtime& rt, const
       break;
     }
     UnitOutcome outcome;
-    if (needs == Needs::failed) outcome = UnitOutcome{UnitOutcome::Error::failure, "needs " + failed_unit + ", which failed", {}, 0};
+    if (needs == Needs::failed) outcome = UnitOutcome{UnitOutcome::Error::failure, "needs " + failed_unit + ", which failed", {}, {}, 0};
     else outcome = run_unit(env, *ws, plan, p.unit);
     publish(job, plan, p.unit, outcome, group.leader());
     (outcome.error == UnitOutcome::Error::none ? my_done : my_failed) += 1;

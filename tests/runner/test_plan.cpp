@@ -38,7 +38,7 @@ job::Job make_job(int cells, int batches, const std::string& out = "/sweep") {
 std::vector<UnitKind> score_then_check() { return {UnitKind{"score", "units", -1}, UnitKind{"check", "checks", 0}}; }
 
 FolderScan fake_scan(const job::Job& job, const std::vector<UnitKind>& kinds, const std::set<std::string>& files) {
-  return scan_folder(job.output, job, kinds, [&](const std::string& p, const job::Cell&, int) {
+  return scan_folder(job.output, job, kinds, [&](const UnitKind&, const std::string& p, const job::Cell&, int) {
     return UnitCheck{files.count(p) ? UnitState::published : UnitState::missing, ""};
   });
 }
@@ -175,7 +175,7 @@ TEST(Plan, MessageRoundTripKeepsPlanAndErrorKind) {
   EXPECT_THROW(decode_outcome("not msgpack"), std::runtime_error);
 }
 
-UnitCheck real_folder(const std::string& p, const job::Cell& c, int b) { return inspect_unit_file(p, c, b); }
+UnitCheck real_folder(const UnitKind& k, const std::string& p, const job::Cell& c, int b) { return inspect_file(k, p, c, b); }
 
 struct TempDir {
   fs::path path = fs::temp_directory_path() / ("teap-plan-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +

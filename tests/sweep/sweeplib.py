@@ -3,9 +3,11 @@
 The program is $TEAP_BIN, the GPT-2 tokenizer folder $TEAP_TOKENIZERS/gpt2 (set by CMake).
 """
 import glob
+import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
 
@@ -38,8 +40,9 @@ def toml_value(v):
 
 
 def write_job(path, output, model, features=("EngTableName", "EngFieldName"), novel=(False,), batches=2,
-              batch_size=8, **settings):
-    """A job of len(features) x len(novel) cells on `model` (a folder); settings override the defaults."""
+              batch_size=8, evaluate=None, **settings):
+    """A job of len(features) x len(novel) cells on `model` (a folder); settings override the defaults;
+    `evaluate` (a dict) adds an [evaluate] table with its keys."""
     s = {"batch_size": batch_size, "batches": batches, "threads": 1}
     s.update(settings)
     lines = [f"output = {toml_value(str(output))}", "", "[grid]", "models = [1]", "commandsets = [1]",
@@ -47,6 +50,8 @@ def write_job(path, output, model, features=("EngTableName", "EngFieldName"), no
              "[settings]"]
     lines += [f"{k} = {toml_value(v)}" for k, v in s.items()]
     lines += ["", "[models.BM1]", f"cs1 = {toml_value(str(model))}", f"tokenizer = {toml_value(str(model))}", ""]
+    if evaluate is not None:
+        lines += ["[evaluate]"] + [f"{k} = {toml_value(v)}" for k, v in evaluate.items()] + [""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return str(path)
@@ -89,8 +94,12 @@ def summary(stdout):
     return tuple(int(x) for x in m.groups())
 
 
-def unit_files(out):
-    return sorted(os.path.relpath(p, out) for p in glob.glob(os.path.join(out, "units", "*", "*.h5")))
+def unit_files(out, folder="units"):
+    return sorted(os.path.relpath(p, out) for p in glob.glob(os.path.join(out, folder, "*", "*.h5")))
+
+
+def evaluation_files(out):
+    return unit_files(out, "evaluation")
 
 
 def all_files(out):
@@ -151,10 +160,13 @@ def check_complete(path):
     assert data["clean_logit_diff"].shape == (attrs["n_prompts"],), path
 
 
-def compare_sweeps(a, b, exact=True, rtol=1e-5, atol=1e-6):
+FLOAT_DATASETS = ("scores", "clean_logit_diff", "corrupt_logit_diff", "logit_diff", "faithfulness")
+
+
+def compare_sweeps(a, b, exact=True, rtol=1e-5, atol=1e-6, folder="units"):
     """Every unit of sweep folder a equals b's: bit for bit (exact), else scores and logit differences to
-    float tolerance and everything else identical."""
-    fa, fb = unit_files(a), unit_files(b)
+    float tolerance and everything else identical. folder="evaluation" compares the evaluation files."""
+    fa, fb = unit_files(a, folder), unit_files(b, folder)
     assert fa == fb, f"unit files differ: only in {a}: {sorted(set(fa) - set(fb))}, only in {b}: {sorted(set(fb) - set(fa))}"
     assert fa, f"no unit files in {a}"
     for rel in fa:
@@ -164,18 +176,29 @@ def compare_sweeps(a, b, exact=True, rtol=1e-5, atol=1e-6):
         for k in da:
             x, y = da[k], db[k]
             assert x.dtype == y.dtype and x.shape == y.shape, f"{rel}/{k}: {x.dtype}{x.shape} vs {y.dtype}{y.shape}"
-            if exact or k not in ("scores", "clean_logit_diff", "corrupt_logit_diff"):
+            if exact or k not in FLOAT_DATASETS:
                 if x.dtype.kind == "O":
                     assert list(x) == list(y), f"{rel}/{k} differs"
                 else:
                     assert x.tobytes() == y.tobytes(), f"{rel}/{k} differs (max |diff| {np.max(np.abs(x.astype(float) - y.astype(float)))})"
             else:
-                assert np.allclose(x, y, rtol=rtol, atol=atol * max(1.0, float(np.max(np.abs(x))))), \
+                assert np.allclose(x, y, rtol=rtol, atol=atol * max(1.0, float(np.nanmax(np.abs(x)))), equal_nan=True), \
                     f"{rel}/{k}: max |diff| {np.max(np.abs(x.astype(float) - y.astype(float)))}"
         ka = {k: v for k, v in aa.items() if k not in RUN_ATTRS}
         kb = {k: v for k, v in ab.items() if k not in RUN_ATTRS}
         assert ka == kb, f"{rel}: attributes differ: {set(ka.items()) ^ set(kb.items())}"
     return len(fa)
+
+
+def patch_tensor(path, tensor, value, count=None):
+    """Overwrites `count` float32 values (all when None) of `tensor` in a safetensors file."""
+    with open(path, "r+b") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        t = json.loads(f.read(n))[tensor]
+        assert t["dtype"] == "F32", t
+        b, e = t["data_offsets"]
+        f.seek(8 + n + b)
+        f.write(struct.pack("<f", value) * ((e - b) // 4 if count is None else count))
 
 
 def stop(proc, sig=signal.SIGKILL):

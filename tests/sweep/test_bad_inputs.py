@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from sweeplib import BIN, TOKENIZERS, write_job
+from sweeplib import BIN, TOKENIZERS, patch_tensor, write_job
 
 CELL = "BM1.CS1.EngTableName.novel0.synfield0.syntable0"
 
@@ -94,17 +94,6 @@ def test_bad_input_file(model, done_sweep, tmp_path, name, rel, make, args):
 
 
 # --- Weights and sizes (items 6 and 7): NaN weights, overflowing logits, positions past the limit.
-
-def patch_tensor(path, tensor, value, count=None):
-    """Overwrites `count` float32 values (all when None) of `tensor` in a safetensors file."""
-    with open(path, "r+b") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        t = json.loads(f.read(n))[tensor]
-        assert t["dtype"] == "F32", t
-        b, e = t["data_offsets"]
-        f.seek(8 + n + b)
-        f.write(struct.pack("<f", value) * ((e - b) // 4 if count is None else count))
-
 
 def nan_weight(m):
     patch_tensor(os.path.join(m, "model.safetensors"), "transformer.h.1.mlp.c_fc.weight", float("nan"), 1)
