@@ -27,7 +27,7 @@ rm "$T"/m/vocab.json "$T"/m/merges.txt "$T"/m/tokenizer.json 2>/dev/null
 out=$("$bin" inspect "$T/m" --tokenizer org/tok) || fail "inspect --tokenizer org/tok"
 echo "$out" | grep -q "^tokenizer: .*snapshots/$commit.* (gpt2, 50257 tokens)$" || fail "inspect: $out"
 "$bin" complete "$T/m" "show me" --tokenizer org/tok --max-tokens 2 >/dev/null || fail "complete --tokenizer org/tok"
-"$bin" attribute --model "$T/m" --tokenizer org/tok --batches 1 --batch-size 2 >/dev/null || fail "attribute --tokenizer org/tok"
+"$bin" attribute --model "$T/m" --tokenizer org/tok --feature EngTableName --batches 1 --batch-size 2 >/dev/null || fail "attribute --tokenizer org/tok"
 err=$("$bin" tokenize --tokenizer org/missing x 2>&1 >/dev/null); rc=$?
 [ $rc = 2 ] && [ "$(echo "$err" | wc -l)" = 1 ] && echo "$err" | grep -q "org/missing: no such folder, and not in the Hugging Face cache" ||
   fail "a missing id: exit $rc: $err"
