@@ -1,9 +1,12 @@
 // Benchmark (not a test): forward throughput, checkpoint load time, and the cost of one EAP batch
-// against one inference forward pass, for the BM1 shape and small Qwen2- and Llama-shaped models.
-// Every ratio is measured within this one run.
-// Usage: bench_eap [--quick] [--threads N] [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16]
+// against one inference forward pass, for the BM1 shape and small Qwen2- and Llama-shaped models;
+// with --real, also the real BM2 (Qwen2.5-0.5B) and BM3 (Llama-3.2-1B) shapes in float32 and
+// bfloat16; and a checkpoint that makes the contraction's products denormal, flushed (as the
+// engine runs) and not, against the same shape's normal checkpoint. Every ratio is measured within
+// this one run.
+// Usage: bench_eap [--quick] [--real] [--threads N] [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16]
 // On CUDA the times include the copy of each batch's scores back to the host (as in a sweep); the
-// peak MiB column is host memory only.
+// memory columns are host memory only.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -15,11 +18,12 @@
 #include <fstream>
 #include <iostream>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "eap/graph.hpp"
+#include "eap/memory.hpp"
 #include "eap/score.hpp"
+#include "model/denormal.hpp"
 #include "model/make.hpp"
 #include "model/model.hpp"
 
@@ -29,14 +33,16 @@ namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-// Peak resident memory since the last reset, in MiB (Linux: /proc/self/status VmHWM).
-double peak_mib() {
+// Peak resident memory since the last reset, in MiB (Linux: /proc/self/status VmHWM), and now (VmRSS).
+double status_mib(const char* key) {
   std::ifstream in("/proc/self/status");
   std::string line;
   while (std::getline(in, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    if (line.rfind(key, 0) == 0) return std::stod(line.substr(std::strlen(key))) / 1024.0;
   return 0;
 }
+double peak_mib() { return status_mib("VmHWM:"); }
+double rss_mib() { return status_mib("VmRSS:"); }
 void reset_peak() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 template <class F>
@@ -50,24 +56,116 @@ double best_of(int reps, F&& f) {
   return best;
 }
 
-struct Shape {
-  const char* name;
-  model::Family family;
-  int layers, heads, kv_heads, d_model, d_mlp, vocab;
+struct Case {
+  std::string name;
+  model::ModelConfig config;
+  std::string dtype;          // the run's
+  bool stored_bf16 = false;   // the checkpoint's
+  bool real = false;          // a real shape: one repetition, no per-prompt column
+  bool denormal = false;      // heads 0 and 1 of every layer write denormals (W_O x 1e-38)
 };
 
-model::ModelConfig config_of(const Shape& s) {
-  return model::family_config(s.family, s.layers, s.heads, s.kv_heads, s.d_model, s.d_mlp, s.vocab);
+model::ModelConfig small(model::Family f, int layers, int heads, int kv, int d, int mlp, int vocab) {
+  return model::family_config(f, layers, heads, kv, d, mlp, vocab);
+}
+
+eap::BatchInput make_input(int B, int P, int vocab) {
+  at::Generator gen = at::detail::createCPUGenerator(7);
+  const at::Tensor ids = at::randint(0, vocab, {B, P}, gen, at::kLong);
+  eap::BatchInput in;
+  in.n_prompts = B;
+  in.n_positions = P;
+  in.clean_ids.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + B * P);
+  in.corrupt_ids = in.clean_ids;
+  for (int i = 0; i < B; ++i) {
+    in.corrupt_ids[i * P + 11] = (in.corrupt_ids[i * P + 11] + 1) % vocab;  // one word differs
+    in.clean_answer.push_back((i * 7919) % vocab);
+    in.corrupt_answer.push_back((i * 104729 + 13) % vocab);
+  }
+  return in;
+}
+
+struct Row {
+  double load_s = 0, fwd_s = 0, eap_s = 0, work_mib = 0, peak_mib = 0, estimate_mib = 0, one_s = 0;
+  eap::ScoreProfile phases;
+};
+
+Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_prompt, int B, int P) {
+  const auto tmp = std::filesystem::temp_directory_path() / ("teap_bench_model_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(tmp);
+  model::SaveOptions so;
+  so.bf16 = k.stored_bf16;
+  if (k.denormal) {
+    model::Model m = model::random_model(k.config, 1);
+    for (auto& l : m.weights.layers) {
+      at::Tensor scale = at::ones({l.w_o.size(1)});
+      scale.narrow(0, 0, 2 * k.config.d_head).fill_(1e-38f);
+      l.w_o = l.w_o * scale;
+    }
+    model::save_model(m, tmp.string(), so);
+  } else {
+    model::write_random_model(k.config, 1, tmp.string(), so);  // tensor by tensor: the real shapes fit
+  }
+  model::LoadOptions lo = base;
+  lo.dtype = k.dtype;
+  lo.convert_cache.clear();
+  Row r;
+  model::Model m;
+  r.load_s = best_of(1, [&] { m = model::load_model(tmp.string(), lo); });
+  const eap::BatchInput in = make_input(B, P, k.config.vocab_size);
+  const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads);
+  // Warm-up: allocator, thread pool, the weights' pages.
+  eap::logit_diffs(m, in.clean_ids, B, P, in.clean_answer, in.corrupt_answer, eap::MetricPairing::Own);
+  r.fwd_s = best_of(reps, [&] {
+    eap::logit_diffs(m, in.clean_ids, B, P, in.clean_answer, in.corrupt_answer, eap::MetricPairing::Own);
+  });
+  reset_peak();
+  const double base_mib = rss_mib();
+  eap::ScoreOptions opts;
+  opts.profile = &r.phases;
+  r.eap_s = best_of(reps, [&] {
+    r.phases = {};
+    eap::score_batch(m, g, in, opts);
+  });
+  r.peak_mib = peak_mib();
+  r.work_mib = r.peak_mib - base_mib;
+  eap::WorkShape w;
+  const auto& c = m.config;
+  w.n_layers = c.n_layers, w.n_heads = c.n_heads, w.n_kv_heads = c.n_kv_heads, w.d_model = c.d_model, w.d_head = c.d_head,
+  w.d_mlp = c.d_mlp, w.vocab = c.vocab_size, w.activation_bytes = k.dtype == "bfloat16" ? 2 : 4;
+  r.estimate_mib = eap::batch_work_bytes(w, B, P, P - 11) / (1 << 20);
+  if (per_prompt) {
+    // The notebook's EAP fork ran one prompt per backward pass: the same work, prompt by prompt.
+    const int n = reps == 1 ? 3 : 6;
+    r.one_s = best_of(1, [&] {
+      for (int i = 0; i < n; ++i) {
+        eap::BatchInput one;
+        one.n_prompts = 1;
+        one.n_positions = P;
+        one.clean_ids.assign(in.clean_ids.begin() + i * P, in.clean_ids.begin() + (i + 1) * P);
+        one.corrupt_ids.assign(in.corrupt_ids.begin() + i * P, in.corrupt_ids.begin() + (i + 1) * P);
+        one.clean_answer = {in.clean_answer[i]};
+        one.corrupt_answer = {in.corrupt_answer[i]};
+        eap::score_batch(m, g, one);
+      }
+    }) / n * B;
+  }
+  m = model::Model();
+  std::filesystem::remove_all(tmp);
+  return r;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, real = false;
   model::LoadOptions lo;
-  auto usage = [](const std::string& why) {
-    std::cerr << "bench_eap: " << why
-              << "\nusage: bench_eap [--quick] [--threads N] [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16]\n";
+  const char* usage_line =
+      "usage: bench_eap [--quick] [--real] [--threads N] [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16]\n"
+      "  --real: also the real BM2 (Qwen2.5-0.5B) and BM3 (Llama-3.2-1B) shapes, float32 and bfloat16 (BM3 float32\n"
+      "          needs about 12 GiB and several minutes), and the denormal case at BM2 shape\n";
+  auto usage = [&](const std::string& why) {
+    std::cerr << "bench_eap: " << why << "\n" << usage_line;
     std::exit(2);
   };
   for (int i = 1; i < argc; ++i) {
@@ -75,6 +173,8 @@ int main(int argc, char** argv) {
     const bool has_value = i + 1 < argc;
     if (arg == "--quick") {
       quick = true;
+    } else if (arg == "--real") {
+      real = true;
     } else if (arg == "--threads" && has_value) {
       const int n = std::atoi(argv[++i]);
       if (n < 1) usage(std::string("--threads: not a positive number: '") + argv[i] + "'");
@@ -86,116 +186,97 @@ int main(int argc, char** argv) {
       lo.dtype = argv[++i];
       if (lo.dtype != "float32" && lo.dtype != "bfloat16") usage("--dtype: float32 or bfloat16, not '" + lo.dtype + "'");
     } else if (arg == "-h" || arg == "--help") {
-      std::cout << "usage: bench_eap [--quick] [--threads N] [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16]\n";
+      std::cout << usage_line;
       return 0;
     } else {
       usage("unknown or incomplete argument '" + arg + "'");
     }
   }
+  model::flush_denormals();  // as the engine runs
   const int reps = quick ? 1 : 3;
   const int B = 30, P = 35;
-  const Shape shapes[] = {
-      {"BM1 (gpt_neo 2x16, d1024)", model::Family::GptNeo, 2, 16, 16, 1024, 4096, 50257},
-      {"qwen2-small (8x8/2, d512)", model::Family::Qwen2, 8, 8, 2, 512, 2816, 151936},
-      {"llama-small (8x8/2, d512)", model::Family::Llama, 8, 8, 2, 512, 2048, 128256},
+  using model::Family;
+  std::vector<Case> cases = {
+      {"BM1 (gpt_neo 2x16, d1024)", small(Family::GptNeo, 2, 16, 16, 1024, 4096, 50257), lo.dtype},
+      {"qwen2-small (8x8/2, d512)", small(Family::Qwen2, 8, 8, 2, 512, 2816, 151936), lo.dtype},
+      {"llama-small (8x8/2, d512)", small(Family::Llama, 8, 8, 2, 512, 2048, 128256), lo.dtype},
   };
-  std::printf("threads: %d (intra-op), batch %d prompts x %d tokens, %s, %s\n", at::get_num_threads(), B, P,
-              lo.dtype.c_str(), lo.device.c_str());
-  std::printf("%-28s %9s %12s %10s %10s %7s %9s %11s %9s\n", "model", "load s", "fwd tok/s", "fwd s", "eap s", "ratio",
-              "peak MiB", "per-prompt s", "speed-up");
-  const auto tmp = std::filesystem::temp_directory_path() / "teap_bench_model";
-  std::vector<eap::ScoreProfile> phases;
-  // The other gradient methods on the first shape (BM1): name, seconds, ratio, profile.
-  struct MethodLine {
-    std::string name;
-    double s, ratio;
-    eap::ScoreProfile prof;
-  };
-  std::vector<MethodLine> methods;
-  for (const Shape& s : shapes) {
-    const model::ModelConfig c = config_of(s);
-    std::filesystem::remove_all(tmp);
-    model::save_model(model::random_model(c, 1), tmp.string());
-    model::Model m;
-    const double load_s = best_of(1, [&] { m = model::load_model(tmp.string(), lo); });
-
-    at::Generator gen = at::detail::createCPUGenerator(7);
-    const at::Tensor ids = at::randint(0, s.vocab, {B, P}, gen, at::kLong);
-    eap::BatchInput in;
-    in.n_prompts = B;
-    in.n_positions = P;
-    in.clean_ids.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + B * P);
-    in.corrupt_ids = in.clean_ids;
-    for (int i = 0; i < B; ++i) {
-      in.corrupt_ids[i * P + 11] = (in.corrupt_ids[i * P + 11] + 1) % s.vocab;  // one word differs
-      in.clean_answer.push_back((i * 7919) % s.vocab);
-      in.corrupt_answer.push_back((i * 104729 + 13) % s.vocab);
+  if (real) {
+    for (const char* dt : {"float32", "bfloat16"}) {
+      const bool bf = std::string(dt) == "bfloat16";
+      // Weights stored as the run computes (mapped, as a sweep's ranks share them).
+      cases.push_back({std::string("BM2 Qwen2.5-0.5B ") + (bf ? "bf16" : "f32"), model::preset_config("bm2"), dt, bf, true});
+      cases.push_back({std::string("BM3 Llama-3.2-1B ") + (bf ? "bf16" : "f32"), model::preset_config("bm3"), dt, bf, true});
     }
-    const eap::Graph g = eap::make_graph(c.n_layers, c.n_heads);
-    // Warm-up: allocator and thread pool.
+  }
+  std::printf("threads: %d (intra-op), batch %d prompts x %d tokens (the last 24 differ), %s\n", at::get_num_threads(), B, P,
+              lo.device.c_str());
+  std::printf("%-26s %-8s %7s %10s %8s %8s %6s %9s %9s %9s %11s %8s\n", "model", "dtype", "load s", "fwd tok/s", "fwd s",
+              "eap s", "ratio", "work MiB", "est. MiB", "peak MiB", "per-prompt s", "speed-up");
+  std::vector<std::pair<std::string, Row>> rows;
+  for (const Case& k : cases) {
+    const Row r = measure(k, lo, k.real ? 1 : reps, !k.real, B, P);
+    std::printf("%-26s %-8s %7.2f %10.0f %8.3f %8.3f %6.2f %9.0f %9.0f %9.0f", k.name.c_str(), k.dtype.c_str(), r.load_s,
+                B * P / r.fwd_s, r.fwd_s, r.eap_s, r.eap_s / r.fwd_s, r.work_mib, r.estimate_mib, r.peak_mib);
+    if (r.one_s > 0) std::printf(" %11.3f %7.1fx", r.one_s, r.one_s / r.eap_s);
+    std::printf("\n");
+    std::fflush(stdout);
+    rows.emplace_back(k.name + " " + k.dtype, r);
+  }
+
+  // Denormals: the same shape, a normal checkpoint against one whose products are denormal.
+  {
+    Case normal{real ? "BM2 Qwen2.5-0.5B" : "qwen2-small (8x8/2, d512)",
+                real ? model::preset_config("bm2") : small(Family::Qwen2, 8, 8, 2, 512, 2816, 151936), "float32"};
+    Case denormal = normal;
+    denormal.denormal = true;
+    const int dr = real ? 1 : reps;
+    const Row n = measure(normal, lo, dr, false, B, P);
+    const Row f = measure(denormal, lo, dr, false, B, P);
+    model::flush_denormals(false);
+    const Row d = measure(denormal, lo, dr, false, B, P);
+    model::flush_denormals(true);
+    std::printf("\ndenormal checkpoint (heads 0-1 of every layer: W_O x 1e-38), %s, float32, one EAP batch:\n", normal.name.c_str());
+    std::printf("  normal checkpoint %8.3f s (contraction %.3f s)\n", n.eap_s, n.phases.contraction);
+    std::printf("  denormal, flushed %8.3f s (contraction %.3f s) = %.2fx the normal case (target <= 1.5)\n", f.eap_s,
+                f.phases.contraction, f.eap_s / n.eap_s);
+    std::printf("  denormal, computed %7.3f s (contraction %.3f s) = %.2fx (what flushing avoids)\n", d.eap_s, d.phases.contraction,
+                d.eap_s / n.eap_s);
+  }
+
+  // The gradient methods (issue 12) on the BM1 shape: one batch each, against one inference forward pass.
+  {
+    const model::Model m = model::random_model(small(Family::GptNeo, 2, 16, 16, 1024, 4096, 50257), 1,
+                                               lo.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat);
+    const eap::BatchInput in = make_input(B, P, m.config.vocab_size);
+    const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads);
     eap::logit_diffs(m, in.clean_ids, B, P, in.clean_answer, in.corrupt_answer, eap::MetricPairing::Own);
-    const double fwd_s = best_of(reps, [&] {
+    const double fwd = best_of(reps, [&] {
       eap::logit_diffs(m, in.clean_ids, B, P, in.clean_answer, in.corrupt_answer, eap::MetricPairing::Own);
     });
-    reset_peak();
-    const double base_mib = peak_mib();
-    eap::ScoreProfile prof;
-    eap::ScoreOptions opts;
-    opts.profile = &prof;
-    const double eap_s = best_of(reps, [&] {
-      prof = {};
-      eap::score_batch(m, g, in, opts);
-    });
-    const double eap_mib = peak_mib() - base_mib;
-    // The notebook's EAP fork ran one prompt per backward pass: the same work, prompt by prompt.
-    const int per_prompt_n = quick ? 3 : 6;
-    const double one_s = best_of(1, [&] {
-      for (int i = 0; i < per_prompt_n; ++i) {
-        eap::BatchInput one;
-        one.n_prompts = 1;
-        one.n_positions = P;
-        one.clean_ids.assign(in.clean_ids.begin() + i * P, in.clean_ids.begin() + (i + 1) * P);
-        one.corrupt_ids.assign(in.corrupt_ids.begin() + i * P, in.corrupt_ids.begin() + (i + 1) * P);
-        one.clean_answer = {in.clean_answer[i]};
-        one.corrupt_answer = {in.corrupt_answer[i]};
-        eap::score_batch(m, g, one);
-      }
-    }) / per_prompt_n * B;
-    std::printf("%-28s %9.2f %12.0f %10.3f %10.3f %7.2f %9.0f %11.3f %8.1fx\n", s.name, load_s, B * P / fwd_s, fwd_s,
-                eap_s, eap_s / fwd_s, eap_mib, one_s, one_s / eap_s);
-    phases.push_back(prof);
-    if (&s == &shapes[0]) {
-      methods.push_back({"eap", eap_s, eap_s / fwd_s, prof});
-      for (auto [me, steps] : {std::pair{eap::Method::EapIgInputs, 5}, std::pair{eap::Method::CleanCorrupted, 0}}) {
-        eap::ScoreOptions mo;
-        mo.method = me;
-        if (steps) mo.ig_steps = steps;
-        eap::ScoreProfile mp;
-        mo.profile = &mp;
-        const double t = best_of(reps, [&] {
-          mp = {};
-          eap::score_batch(m, g, in, mo);
-        });
-        methods.push_back({eap::to_string(me) + (steps ? " m=" + std::to_string(steps) : std::string()), t, t / fwd_s, mp});
-      }
+    std::printf("\nScoring methods, BM1 shape, one batch (s, ratio to one inference forward pass of %.3f s; "
+                "eap-ig-inputs m=5: target <= 13):\n", fwd);
+    for (auto [me, steps] : {std::pair{eap::Method::Eap, 0}, std::pair{eap::Method::EapIgInputs, 5},
+                             std::pair{eap::Method::CleanCorrupted, 0}}) {
+      eap::ScoreOptions mo;
+      mo.method = me;
+      if (steps) mo.ig_steps = steps;
+      const double t = best_of(reps, [&] { eap::score_batch(m, g, in, mo); });
+      const std::string name = eap::to_string(me) + (steps ? " m=" + std::to_string(steps) : std::string());
+      std::printf("  %-22s %8.3f s %7.2f\n", name.c_str(), t, t / fwd);
     }
   }
-  std::filesystem::remove_all(tmp);
+
   std::printf("\nEAP batch phases (s): clean forward, backward, accuracy, corrupt forward (from the first corrupted\n"
               "position), activation differences, contraction\n");
-  for (size_t i = 0; i < phases.size(); ++i) {
-    const auto& p = phases[i];
-    std::printf("%-28s %7.3f %7.3f %7.3f %7.3f %7.3f %7.3f\n", shapes[i].name, p.clean_forward, p.backward, p.accuracy,
+  for (const auto& [name, r] : rows) {
+    const auto& p = r.phases;
+    std::printf("%-36s %7.3f %7.3f %7.3f %7.3f %7.3f %7.3f\n", name.c_str(), p.clean_forward, p.backward, p.accuracy,
                 p.corrupt_forward, p.differences, p.contraction);
   }
-  std::printf("\nScoring methods, %s, one batch (s, ratio to one inference forward pass; eap-ig-inputs m=5: target\n"
-              "<= 2m+3 = 13), and phases: clean forward, corrupt forward, interpolated forwards, backward passes\n"
-              "(with the gradients' sums), differences, contraction\n", shapes[0].name);
-  for (const auto& ml : methods)
-    std::printf("%-22s %7.3f s  ratio %6.2f   %7.3f %7.3f %7.3f %7.3f %7.3f %7.3f\n", ml.name.c_str(), ml.s, ml.ratio,
-                ml.prof.clean_forward, ml.prof.corrupt_forward, ml.prof.interpolated_forward, ml.prof.backward,
-                ml.prof.differences, ml.prof.contraction);
   std::printf("ratio = EAP batch / one inference forward pass (target <= 3.5); per-prompt s = the same batch scored\n"
-              "one prompt per pass, as the notebook's EAP fork did; peak MiB = growth of peak RSS during EAP.\n");
+              "one prompt per pass, as the notebook's EAP fork did; work MiB = growth of peak RSS during EAP over the\n"
+              "resident memory before it (est. MiB: eap::batch_work_bytes, what memory_budget plans with); peak MiB =\n"
+              "the process's peak RSS, weights included (mapped read-only from the checkpoint).\n");
   return 0;
 }

@@ -18,6 +18,8 @@ find_package(CLI11 REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(tomlplusplus REQUIRED)
 find_package(Threads REQUIRED)
+# Flush-to-zero on every thread of the OpenMP pool LibTorch and OpenBLAS share (model/denormal.cpp).
+find_package(OpenMP REQUIRED COMPONENTS CXX)
 
 find_package(Torch REQUIRED)
 message(STATUS "LibTorch ${Torch_VERSION}")

@@ -105,7 +105,7 @@ Run add_attribute_command(CLI::App& app) {
   add_cell_options(sub, a->cell, 5);
   sub->add_option("--top-n", a->top_n, "edges kept per batch")->capture_default_str()->check(CLI::Range(1, 1 << 24));
   sub->add_flag("--signed", a->signed_rank, "rank by signed score instead of |score|");
-  sub->add_option("--tokenizer", a->tokenizer, "tokenizer (default: the model's own files)");
+  sub->add_option("--tokenizer", a->tokenizer, "tokenizer: a folder, a file or a repository id in the Hugging Face cache (default: the model's own files)");
   sub->add_option("--revision", a->revision, "revision in the Hugging Face cache");
   sub->add_option("--device", a->device, "cpu, cuda, cuda:N")->capture_default_str();
   sub->add_option("--dtype", a->dtype, "float32 or bfloat16")->capture_default_str();
@@ -151,7 +151,7 @@ Run add_attribute_command(CLI::App& app) {
     const uint64_t seed = parse_seed(a->cell.seed);
     if (a->threads > 0) at::set_num_threads(a->threads);
     const std::string path = model::resolve_model_path(a->model, a->revision);
-    const auto tok = tokenizer::Tokenizer::load(a->tokenizer.empty() ? path : a->tokenizer);
+    const auto tok = tokenizer::Tokenizer::load(a->tokenizer.empty() ? path : model::resolve_tokenizer_path(a->tokenizer));
     model::LoadOptions lo;
     lo.device = a->device;
     lo.dtype = a->dtype;

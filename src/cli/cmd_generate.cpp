@@ -13,6 +13,7 @@
 #include "cli/cell_options.hpp"
 #include "cli/commands.hpp"
 #include "tinysql/batch.hpp"
+#include "model/hf_cache.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "util/error.hpp"
 
@@ -70,7 +71,7 @@ Run add_generate_command(CLI::App& app) {
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("generate", "Print the clean/corrupt prompt pairs of a cell, batch by batch");
   sub->add_option("--tokenizer", args->tokenizer,
-                  "tokenizer.json, vocab.json/encoder.json, or a model folder holding one")
+                  "tokenizer.json, vocab.json/encoder.json, a model folder holding one, or a repository id in the Hugging Face cache")
       ->required();
   add_cell_options(sub, args->cell, 1);
   sub->add_option("--format", args->format, "jsonl (one object per item) or text")
@@ -80,7 +81,7 @@ Run add_generate_command(CLI::App& app) {
     // Checked before loading the tokenizer so that a typo fails at once.
     const tinysql::CellSettings cell = cell_settings(args->cell);
     const uint64_t seed = parse_seed(args->cell.seed);
-    const auto tok = tokenizer::Tokenizer::load(args->tokenizer);
+    const auto tok = tokenizer::Tokenizer::load(model::resolve_tokenizer_path(args->tokenizer));
     spdlog::debug("generate {} with tokenizer {} ({})", tinysql::cell_key_string(cell), tok.source(), tok.family());
     for (int b = 0; b < args->cell.batches; ++b) {
       const auto batch = tinysql::make_batch(tok, cell, seed, b, args->cell.batch_size);

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "cli/commands.hpp"
+#include "model/hf_cache.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "util/error.hpp"
 #include "util/files.hpp"
@@ -22,7 +23,7 @@ Run add_tokenize_command(CLI::App& app) {
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("tokenize", "Print the token ids and tokens of each TEXT");
   sub->add_option("--tokenizer", args->tokenizer,
-                  "tokenizer.json, vocab.json/encoder.json, or a model folder holding one")
+                  "tokenizer.json, vocab.json/encoder.json, a model folder holding one, or a repository id in the Hugging Face cache")
       ->required();
   sub->add_flag("--no-special", args->no_special, "do not add the post-processor's special tokens (begin-of-text)");
   sub->add_option("TEXT", args->texts, "text to tokenize");
@@ -30,7 +31,7 @@ Run add_tokenize_command(CLI::App& app) {
   sub->add_option("-f,--file", args->files, "tokenize the whole content of FILE too ('-': standard input)");
   return [args] {
     if (args->texts.empty() && args->files.empty()) throw InputError("tokenize: give a TEXT or --file");
-    const auto tok = tokenizer::Tokenizer::load(args->tokenizer);
+    const auto tok = tokenizer::Tokenizer::load(model::resolve_tokenizer_path(args->tokenizer));
     spdlog::debug("tokenizer {} ({}), vocabulary {}", tok.source(), tok.family(), tok.vocab_size());
     std::vector<std::string> texts = args->texts;
     for (const auto& f : args->files)

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "eap/circuit.hpp"
+#include "eap/memory.hpp"
 #include "eap/method.hpp"
 #include "tinysql/rng.hpp"
 #include "util/error.hpp"
@@ -197,7 +198,8 @@ Job load_job(const std::string& path) {
   const toml::table& st = table("settings");
   ctx.only_keys(st, "settings", {"num_fields", "batch_size", "batches", "top_n", "seed", "dtype", "device", "threads",
                                  "downstream_heads", "metric_pairing", "group_size", "model_variant",
-                                 "any_architecture", "method", "ig_steps", "input_node", "logits_node"});
+                                 "any_architecture", "method", "ig_steps", "input_node", "logits_node",
+                                 "memory_budget"});
   // Integers are read whole and bounded before they are narrowed: 9223372036854775807 is "too
   // large", not a wrapped "must be at least 1".
   auto bounded = [&](const char* key, int64_t fallback, int64_t lo, int64_t hi, const std::string& why_hi) {
@@ -223,6 +225,22 @@ Job load_job(const std::string& path) {
   s.ig_steps = static_cast<int>(bounded("ig_steps", s.ig_steps, 1, eap::kMaxIgSteps, ""));
   s.input_node = ctx.get(st, "settings", "input_node", s.input_node);
   s.logits_node = ctx.get(st, "settings", "logits_node", s.logits_node);
+  // memory_budget (issue 17): a size with a unit, a number of bytes, or "auto".
+  if (const toml::node* n = st.get("memory_budget")) {
+    if (n->is_integer() && n->as_integer()->get() > 0) {
+      s.memory_budget_bytes = double(n->as_integer()->get());
+      s.memory_budget = std::to_string(n->as_integer()->get());
+    } else if (n->is_string()) {
+      s.memory_budget = n->as_string()->get();
+      if (s.memory_budget != "auto") {
+        s.memory_budget_bytes = eap::parse_bytes(s.memory_budget);
+        if (!(s.memory_budget_bytes > 0))
+          ctx.fail(n, "settings.memory_budget", "'" + s.memory_budget + "' is not \"auto\" or a size such as \"12GiB\" or \"800MiB\"");
+      }
+    } else {
+      ctx.fail(n, "settings.memory_budget", "expected \"auto\", a size such as \"12GiB\", or a positive number of bytes");
+    }
+  }
   auto check = [&](bool ok, const char* key, const std::string& what) {
     if (!ok) ctx.fail(st.get(key), std::string("settings.") + key, what);
   };

@@ -38,6 +38,12 @@ struct Settings {
   int ig_steps = 5;               // eap-ig-inputs: interpolation steps
   bool input_node = false;        // score the embedding as an upstream node
   bool logits_node = false;       // score the final residual stream as a downstream node
+  // Per-rank memory for a batch's work and the rank's private weights ("12GiB"; weights mapped
+  // read-only are shared by the node and not counted; "auto": the node's memory less those, divided
+  // among its ranks). A batch that would not fit is scored in micro-batches, which give the same
+  // scores up to float order: not part of the settings hash.
+  std::string memory_budget = "auto";
+  double memory_budget_bytes = 0;  // the parsed value; 0 for auto
 };
 
 // [evaluate]: the circuits each cell is run with once all its scores are in (circuits.md). Off

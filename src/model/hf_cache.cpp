@@ -1,5 +1,6 @@
 #include "model/hf_cache.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -105,6 +106,16 @@ std::string resolve_model_path(const std::string& name_or_path, const std::strin
     fail_input(ref.string(), "cache entry without a snapshot: names commit " + commit + ", but " +
                                  snapshot.string() + " does not exist");
   return snapshot.string();
+}
+
+std::string resolve_tokenizer_path(const std::string& name_or_path, const std::string& revision) {
+  std::error_code ec;
+  if (fs::exists(name_or_path, ec)) return name_or_path;
+  // A path-looking name that is not there gets the tokenizer's own "no such file" message.
+  const bool pathlike = name_or_path.empty() || name_or_path[0] == '/' || name_or_path[0] == '.' ||
+                        std::count(name_or_path.begin(), name_or_path.end(), '/') != 1;
+  if (pathlike) return name_or_path;
+  return resolve_model_path(name_or_path, revision);
 }
 
 }  // namespace teap::model

@@ -18,4 +18,9 @@ std::string hf_hub_cache_dir();
 // or when a ref names a snapshot that is not there ("cache entry without a snapshot").
 std::string resolve_model_path(const std::string& name_or_path, const std::string& revision = "");
 
+// What Tokenizer::load takes for a --tokenizer argument: an existing file or folder as given,
+// else a repository id resolved as resolve_model_path does (its snapshot folder). The same
+// InputErrors for a name that is neither.
+std::string resolve_tokenizer_path(const std::string& name_or_path, const std::string& revision = "");
+
 }  // namespace teap::model

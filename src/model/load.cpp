@@ -3,10 +3,19 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <memory>
 #include <set>
 
+#include "model/denormal.hpp"
 #include "model/hf_cache.hpp"
 #include "model/model.hpp"
 #include "model/params.hpp"
@@ -15,6 +24,8 @@
 
 namespace teap::model {
 namespace {
+
+namespace fs = std::filesystem;
 
 c10::ScalarType torch_type(DType t, const TensorView& v) {
   switch (t) {
@@ -26,25 +37,48 @@ c10::ScalarType torch_type(DType t, const TensorView& v) {
   }
 }
 
+// Whether a stored dtype is the run's dtype, so that the bytes can be used as they are.
+bool same_type(DType t, c10::ScalarType st) {
+  return (t == DType::F32 && st == c10::kFloat) || (t == DType::BF16 && st == c10::kBFloat16) ||
+         (t == DType::F64 && st == c10::kDouble) || (t == DType::F16 && st == c10::kHalf);
+}
+
 struct Loader {
-  const Checkpoint& ckpt;
+  std::shared_ptr<const Checkpoint> ckpt;  // kept alive by every tensor that points into it
   const Model& m;
+  bool map = false;  // point into the mapping when the dtype allows (CPU only)
+  size_t* mapped_bytes = nullptr;
+
+  // One NaN weight makes every score NaN, which would then pass for a result.
+  static void check_finite(const at::Tensor& t, const TensorView& v) {
+    const int64_t bad = t.numel() - at::isfinite(t).sum().item<int64_t>();
+    if (bad > 0)
+      fail_input(v.file, "tensor '" + v.name + "' has " + std::to_string(bad) + " non-finite value(s) (NaN or Inf)");
+  }
 
   at::Tensor take(const std::string& name, std::vector<int64_t> shape) const {
-    const TensorView& v = ckpt.get(name);
+    const TensorView& v = ckpt->get(name);
     if (v.shape != shape)
       fail_input(v.file, "tensor '" + name + "' has shape " + shape_string(v.shape) + ", the config implies " +
                              shape_string(shape));
-    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(torch_type(v.dtype, v)));
+    const c10::ScalarType st = torch_type(v.dtype, v);
+    const size_t esize = dtype_size(v.dtype);
+    if (map && same_type(v.dtype, m.dtype) && reinterpret_cast<uintptr_t>(v.data) % esize == 0 && v.nbytes > 0) {
+      // Read-only pages of the file: shared with every process that maps it, faulting if written.
+      std::shared_ptr<const Checkpoint> keep = ckpt;
+      at::Tensor t = at::from_blob(const_cast<uint8_t*>(v.data), shape, [keep](void*) {},
+                                   at::TensorOptions().dtype(st));
+      check_finite(t, v);
+      if (mapped_bytes) *mapped_bytes += v.nbytes;
+      return t;
+    }
+    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(st));
     std::memcpy(t.data_ptr(), v.data, v.nbytes);  // the mapping may be unaligned: copy first
-    // One NaN weight makes every score NaN, which would then pass for a result.
-    const int64_t bad = t.numel() - at::isfinite(t).sum().item<int64_t>();
-    if (bad > 0)
-      fail_input(v.file, "tensor '" + name + "' has " + std::to_string(bad) + " non-finite value(s) (NaN or Inf)");
+    check_finite(t, v);
     return t.to(m.device, m.dtype);
   }
   at::Tensor maybe(const std::string& name, std::vector<int64_t> shape) const {
-    return ckpt.find(name) ? take(name, shape) : at::Tensor();
+    return ckpt->find(name) ? take(name, shape) : at::Tensor();
   }
 };
 
@@ -104,7 +138,92 @@ void check_tensors(const Checkpoint& ckpt, Model& m) {
                                            " model as config.json describes it (is model_type right?)");
 }
 
+const char* dtype_tag(c10::ScalarType st) {
+  return st == c10::kFloat ? "float32" : st == c10::kBFloat16 ? "bfloat16" : st == c10::kDouble ? "float64" : "other";
+}
+
+// Whether some parameter is stored in another dtype than the run's.
+bool needs_conversion(const Checkpoint& ckpt, Model& m) {
+  for (const NamedParam& p : parameter_table(m))
+    if (const TensorView* v = ckpt.find(p.name); v && !same_type(v->dtype, m.dtype)) return true;
+  return false;
+}
+
+// Holds an exclusive flock on a file while it lives (released by close, also when the process dies).
+struct FileLock {
+  int fd = -1;
+  explicit FileLock(const std::string& path) {
+    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
+    while (::flock(fd, LOCK_EX) != 0)
+      if (errno != EINTR) {
+        ::close(fd);
+        throw std::runtime_error(path + ": cannot lock: " + std::strerror(errno));
+      }
+  }
+  ~FileLock() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// The checkpoint converted to the run's dtype in the node-local cache, converted here unless
+// another process did it already (or is doing it: the lock waits for it). Every tensor of the
+// family is checked (shape, finite values) on the original as it is converted.
+std::shared_ptr<const Checkpoint> converted(const std::shared_ptr<const Checkpoint>& original, Model& m,
+                                            const std::string& cache_root) {
+  const std::string key = weights_fingerprint(*original) + "-" + dtype_tag(m.dtype);
+  const fs::path dir = fs::path(cache_root) / key;
+  fs::create_directories(cache_root);
+  const FileLock lock((fs::path(cache_root) / (key + ".lock")).string());
+  std::error_code ec;
+  if (fs::exists(dir / "model.safetensors", ec)) {
+    try {
+      auto c = std::make_shared<const Checkpoint>(Checkpoint::open(dir.string()));
+      bool ok = true;
+      for (const NamedParam& p : parameter_table(m)) {
+        const TensorView* v = c->find(p.name);
+        const TensorView* o = original->find(p.name);
+        if (bool(v) != bool(o) || (v && (v->shape != p.shape || !same_type(v->dtype, m.dtype)))) ok = false;
+      }
+      if (ok) return c;
+    } catch (const InputError&) {
+    }
+    spdlog::warn("{}: not a conversion of {}: converting again", dir.string(), original->folder);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const Loader copy{original, m, false, nullptr};
+  std::vector<TensorSpec> specs;
+  std::vector<const NamedParam*> present;
+  const std::vector<NamedParam> table = parameter_table(m);
+  for (const NamedParam& p : table)
+    if (original->find(p.name)) {
+      present.push_back(&p);
+      specs.push_back({p.name, DType::F32, p.shape});
+      specs.back().dtype = m.dtype == c10::kBFloat16 ? DType::BF16 : m.dtype == c10::kDouble ? DType::F64 : DType::F32;
+    }
+  fs::create_directories(dir);
+  {
+    CheckpointWriter w((dir / "model.safetensors").string(), specs, 0);
+    for (const NamedParam* p : present) {
+      const at::Tensor t = copy.take(p->name, p->shape).contiguous();
+      w.put(p->name, t.data_ptr(), static_cast<size_t>(t.numel() * t.element_size()));
+    }
+    w.commit();
+  }
+  spdlog::info("converted {} to {} for this node in {:.1f} s: {}", original->folder, dtype_tag(m.dtype),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), dir.string());
+  return std::make_shared<const Checkpoint>(Checkpoint::open(dir.string()));
+}
+
 }  // namespace
+
+std::string default_convert_cache() {
+  const char* env = std::getenv("TEAP_WEIGHTS_CACHE");
+  if (env && std::string(env) == "off") return "";
+  if (env && *env) return env;
+  const char* tmp = std::getenv("TMPDIR");
+  return (fs::path(tmp && *tmp ? tmp : "/tmp") / ("teap-weights-" + std::to_string(::getuid()))).string();
+}
 
 void check_device(const std::string& device) { parse_device(device); }
 
@@ -208,6 +327,8 @@ std::vector<NamedParam> parameter_table(Model& m) {
 }
 
 Model load_model(const std::string& name_or_path, const LoadOptions& options, const std::string& revision) {
+  // Whoever runs a model loads it first: flush denormals there too (on the current thread pool).
+  flush_denormals();
   Model m;
   m.path = resolve_model_path(name_or_path, revision);
   m.dtype = parse_dtype(options.dtype);
@@ -216,10 +337,25 @@ Model load_model(const std::string& name_or_path, const LoadOptions& options, co
   const ModelConfig& c = m.config;
   if (c.rope_scaling && c.rope_scaling->type != "llama3" && c.rope_scaling->type != "default")
     fail_input(m.path + "/config.json", "rope_scaling type '" + c.rope_scaling->type + "' is not supported (llama3)");
-  const Checkpoint ckpt = Checkpoint::open(m.path);
-  check_tensors(ckpt, m);
-  const Loader L{ckpt, m};
+  const auto ckpt = std::make_shared<const Checkpoint>(Checkpoint::open(m.path));
+  check_tensors(*ckpt, m);
+  const bool map = m.device.is_cpu() && options.map_weights;
+  std::shared_ptr<const Checkpoint> source = ckpt;
+  if (map && !options.convert_cache.empty() && needs_conversion(*ckpt, m)) {
+    try {
+      source = converted(ckpt, m, options.convert_cache);
+    } catch (const InputError&) {
+      throw;  // the weights' fault (NaN), named as without a cache
+    } catch (const std::exception& e) {
+      spdlog::warn("cannot share converted weights through {} ({}): converting privately", options.convert_cache, e.what());
+    }
+  }
+  const Loader L{source, m, map, &m.mapped_bytes};
   for (const NamedParam& p : parameter_table(m)) *p.slot = p.optional ? L.maybe(p.name, p.shape) : L.take(p.name, p.shape);
+  if (m.mapped_bytes) {
+    for (const auto& f : source->files) m.mapped_from += (m.mapped_from.empty() ? "" : ", ") + f.path();
+    spdlog::debug("{} MiB of weights mapped read-only from {}", m.mapped_bytes >> 20, m.mapped_from);
+  }
   Weights& w = m.weights;
   const int64_t V = c.vocab_size;
   // A checkpoint's own lm_head wins; otherwise the unembedding is the token embedding.

@@ -24,7 +24,22 @@ struct SaveOptions {
 };
 
 // Writes config.json and the weights into `folder` (created if needed). Every file is written
-// aside and renamed into place.
+// aside and renamed into place. Tensors are converted and written one at a time, so the peak
+// memory beyond the model is one tensor. config.json's torch_dtype says what is stored.
 void save_model(const Model& m, const std::string& folder, const SaveOptions& options = {});
+
+// save_model(random_model(config, seed), folder, options) without holding the model: each tensor
+// is drawn (the same values, in the same order), converted, written and freed, so a Llama-3.2-1B
+// shape needs about one embedding's worth of memory instead of the whole model. Returns the
+// number of parameters written.
+int64_t write_random_model(const ModelConfig& config, uint64_t seed, const std::string& folder,
+                           const SaveOptions& options = {});
+
+// The real configurations of the TinySQL base models (../shared/spec/models.md; Hugging Face's
+// config.json of each): "bm1" TinyStories-Instruct-2Layers-33M (gpt_neo, 2 layers x 16 heads,
+// d 1024, vocabulary 50257, tied), "bm2" Qwen2.5-0.5B-Instruct (24 layers, 14/2 heads, d 896,
+// d_mlp 4864, vocabulary 151936, tied), "bm3" Llama-3.2-1B-Instruct (16 layers, 32/8 heads,
+// d 2048, d_mlp 8192, vocabulary 128256, tied, llama3 rope scaling). InputError for another name.
+ModelConfig preset_config(const std::string& name);
 
 }  // namespace teap::model

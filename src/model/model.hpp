@@ -20,13 +20,31 @@ struct Model {
   c10::ScalarType dtype = c10::kFloat;  // activations and matmuls; norms and softmax in float32
   std::string path;                     // the folder it was loaded from
   int trimmed_rows = 0;                 // vocabulary rows dropped by the trim
+  // Bytes of weights that point into a read-only memory map (shared by every process on the node
+  // that maps the same file, never written), and the file(s) they come from; 0 and empty when
+  // every weight is a private copy.
+  size_t mapped_bytes = 0;
+  std::string mapped_from;
 };
 
 struct LoadOptions {
   std::string device = "cpu";   // "cpu", "cuda", "cuda:N"
   std::string dtype = "float32";  // "float32", "bfloat16", "float64" (float64 for tests)
   int trim_vocab_to = 0;          // > 0: keep only the first rows of wte / lm_head
+  // On CPU, weights stored in the run's dtype point into the memory-mapped checkpoint instead of
+  // being copied: one copy in the page cache for every rank of the node. Mapped weights are
+  // read-only (a write would fault): nothing may change a loaded model's tensors in place.
+  bool map_weights = true;
+  // On CPU, weights stored in another dtype (BF16 for a float32 run) are converted once per node
+  // into `convert_cache`/<fingerprint>-<dtype>/model.safetensors (under a file lock: the first
+  // process converts, the others wait and map its result), then mapped. Empty: each process
+  // converts privately. A cache that cannot be written is a warning, and a private conversion.
+  std::string convert_cache;
 };
+
+// The node-local folder for converted weights: $TEAP_WEIGHTS_CACHE, else $TMPDIR/teap-weights-<uid>
+// (/tmp without TMPDIR); empty (each rank converts privately) when TEAP_WEIGHTS_CACHE is "off".
+std::string default_convert_cache();
 
 // `name_or_path` is a model folder or a repository id in the offline Hugging Face cache.
 Model load_model(const std::string& name_or_path, const LoadOptions& options = {},

@@ -439,97 +439,204 @@ Checkpoint open_checkpoint(const std::string& folder) {
 
 // --- Writing ---------------------------------------------------------------------------------
 
-void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
-  std::vector<const TensorView*> order;
-  for (const auto& t : tensors) {
-    if (t.name == "__metadata__")
-      throw std::invalid_argument("a tensor cannot be named __metadata__");
+size_t TensorSpec::nbytes() const {
+  size_t n = dtype_size(dtype);
+  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  return n;
+}
+
+namespace {
+
+void check_specs(const std::vector<TensorSpec>& specs) {
+  for (const auto& t : specs) {
+    if (t.name == "__metadata__") throw std::invalid_argument("a tensor cannot be named __metadata__");
     for (int64_t d : t.shape)
       if (d < 0) throw std::invalid_argument(t.name + ": negative dimension");
-    if (static_cast<size_t>(numel(t)) * dtype_size(t.dtype) != t.nbytes)
-      throw std::invalid_argument(t.name + ": nbytes " + std::to_string(t.nbytes) +
-                                  " disagrees with shape " + shape_string(t.shape));
-    order.push_back(&t);
   }
-  std::sort(order.begin(), order.end(), [](const TensorView* a, const TensorView* b) {
+}
+
+// One file's header: tensors by element size, largest first, then by name (every tensor then
+// starts at a multiple of its element size); returns the header bytes with their 8-byte length,
+// and each tensor's offset from the start of the file.
+std::string layout_file(std::vector<const TensorSpec*> order, const std::map<std::string, std::string>& metadata,
+                        std::vector<std::pair<const TensorSpec*, uint64_t>>& offsets) {
+  std::sort(order.begin(), order.end(), [](const TensorSpec* a, const TensorSpec* b) {
     const size_t sa = dtype_size(a->dtype), sb = dtype_size(b->dtype);
     return sa != sb ? sa > sb : a->name < b->name;
   });
   for (size_t i = 1; i < order.size(); ++i)
-    if (order[i]->name == order[i - 1]->name)
-      throw std::invalid_argument(order[i]->name + ": tensor named twice");
-
+    if (order[i]->name == order[i - 1]->name) throw std::invalid_argument(order[i]->name + ": tensor named twice");
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (const TensorView* t : order) {
-    header[t->name] = {{"dtype", dtype_name(t->dtype)},
-                       {"shape", t->shape},
-                       {"data_offsets", {offset, offset + t->nbytes}}};
-    offset += t->nbytes;
+  std::vector<uint64_t> rel;
+  for (const TensorSpec* t : order) {
+    header[t->name] = {{"dtype", dtype_name(t->dtype)}, {"shape", t->shape}, {"data_offsets", {offset, offset + t->nbytes()}}};
+    rel.push_back(offset);
+    offset += t->nbytes();
   }
   std::string h = header.dump();
   h.append((8 - h.size() % 8) % 8, ' ');
-  std::string prefix;
-  put_le64(prefix, h.size());
+  std::string out;
+  put_le64(out, h.size());
+  out += h;
+  for (size_t i = 0; i < order.size(); ++i) offsets.emplace_back(order[i], out.size() + rel[i]);
+  return out;
+}
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(tmp + ": cannot create: " + std::strerror(errno));
-    out.write(prefix.data(), 8);
-    out.write(h.data(), static_cast<std::streamsize>(h.size()));
-    for (const TensorView* t : order)
-      if (t->nbytes)
-        out.write(reinterpret_cast<const char*>(t->data), static_cast<std::streamsize>(t->nbytes));
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw std::runtime_error(tmp + ": write failed (disk full?)");
+void pwrite_all(int fd, const void* data, size_t n, uint64_t offset, const std::string& path) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd, p, std::min<size_t>(n, size_t{1} << 30), static_cast<off_t>(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw std::runtime_error(path + ": write failed: " + std::strerror(errno));
     }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error(path + ": cannot rename into place: " + ec.message());
+    p += w;
+    n -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
   }
 }
 
-void write_sharded(const std::string& folder, const std::vector<TensorView>& tensors,
-                   size_t max_shard_bytes, const std::map<std::string, std::string>& metadata) {
-  std::vector<const TensorView*> order;
-  for (const auto& t : tensors) order.push_back(&t);
-  std::sort(order.begin(), order.end(),
-            [](const TensorView* a, const TensorView* b) { return a->name < b->name; });
+}  // namespace
 
-  std::vector<std::vector<TensorView>> shards;
-  size_t in_shard = 0, total = 0;
-  for (const TensorView* t : order) {
-    if (shards.empty() || (!shards.back().empty() && in_shard + t->nbytes > max_shard_bytes)) {
-      shards.emplace_back();
-      in_shard = 0;
+CheckpointWriter::CheckpointWriter(const std::string& target, const std::vector<TensorSpec>& specs, size_t max_shard_bytes,
+                                   const std::map<std::string, std::string>& metadata) {
+  check_specs(specs);
+  // Which tensors go to which file: one file, or shards in name order closed before they would
+  // exceed max_shard_bytes (a larger tensor gets a shard of its own).
+  std::vector<std::vector<const TensorSpec*>> groups;
+  std::vector<std::string> paths;
+  if (max_shard_bytes == 0) {
+    groups.emplace_back();
+    for (const auto& t : specs) groups.back().push_back(&t);
+    paths.push_back(target);
+  } else {
+    std::vector<const TensorSpec*> order;
+    for (const auto& t : specs) order.push_back(&t);
+    std::sort(order.begin(), order.end(), [](const TensorSpec* a, const TensorSpec* b) { return a->name < b->name; });
+    size_t in_shard = 0;
+    for (const TensorSpec* t : order) {
+      if (groups.empty() || (!groups.back().empty() && in_shard + t->nbytes() > max_shard_bytes)) {
+        groups.emplace_back();
+        in_shard = 0;
+      }
+      groups.back().push_back(t);
+      in_shard += t->nbytes();
     }
-    shards.back().push_back(*t);
-    in_shard += t->nbytes;
-    total += t->nbytes;
+    if (groups.empty()) groups.emplace_back();
+    std::error_code ec;
+    fs::create_directories(target, ec);
+    if (ec) throw std::runtime_error(target + ": cannot create: " + ec.message());
+    json weight_map = json::object();
+    uint64_t total = 0;
+    for (size_t i = 0; i < groups.size(); ++i) {
+      char name[64];
+      std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", i + 1, groups.size());
+      paths.push_back((fs::path(target) / name).string());
+      for (const TensorSpec* t : groups[i]) weight_map[t->name] = name, total += t->nbytes();
+    }
+    index_path_ = (fs::path(target) / "model.safetensors.index.json").string();
+    index_text_ = json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}.dump(2) + "\n";
   }
-  if (shards.empty()) shards.emplace_back();
+  try {
+    for (size_t i = 0; i < groups.size(); ++i) {
+      std::vector<std::pair<const TensorSpec*, uint64_t>> offsets;
+      const std::string head = layout_file(groups[i], metadata, offsets);
+      File f;
+      f.path = paths[i];
+      f.tmp = paths[i] + ".tmp." + std::to_string(::getpid());
+      f.fd = ::open(f.tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (f.fd < 0) throw std::runtime_error(f.tmp + ": cannot create: " + std::strerror(errno));
+      files_.push_back(f);
+      uint64_t size = head.size();
+      for (const auto& [t, off] : offsets) {
+        if (!places_.emplace(t->name, Place{i, off, t->nbytes(), t->nbytes() == 0}).second)
+          throw std::invalid_argument(t->name + ": tensor named twice");
+        size = std::max<uint64_t>(size, off + t->nbytes());
+      }
+      pwrite_all(f.fd, head.data(), head.size(), 0, f.tmp);
+      if (::ftruncate(f.fd, static_cast<off_t>(size)) != 0)
+        throw std::runtime_error(f.tmp + ": cannot size the file: " + std::strerror(errno));
+    }
+  } catch (...) {
+    for (auto& f : files_) {
+      ::close(f.fd);
+      std::remove(f.tmp.c_str());
+    }
+    files_.clear();
+    throw;
+  }
+}
 
-  std::error_code ec;
-  fs::create_directories(folder, ec);
-  if (ec) throw std::runtime_error(folder + ": cannot create: " + ec.message());
-  json weight_map = json::object();
-  for (size_t i = 0; i < shards.size(); ++i) {
-    char name[64];
-    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
-    write_safetensors((fs::path(folder) / name).string(), shards[i], metadata);
-    for (const auto& t : shards[i]) weight_map[t.name] = name;
+CheckpointWriter::~CheckpointWriter() {
+  for (auto& f : files_) {
+    if (f.fd >= 0) ::close(f.fd);
+    if (!committed_) std::remove(f.tmp.c_str());
   }
-  const json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-  write_file_atomic((fs::path(folder) / "model.safetensors.index.json").string(),
-                    index.dump(2) + "\n");
+}
+
+void CheckpointWriter::put(const std::string& name, const void* data, size_t nbytes) {
+  const auto it = places_.find(name);
+  if (it == places_.end()) throw std::invalid_argument(name + ": not a tensor of this checkpoint");
+  Place& p = it->second;
+  if (p.written && p.nbytes) throw std::invalid_argument(name + ": written twice");
+  if (nbytes != p.nbytes)
+    throw std::invalid_argument(name + ": nbytes " + std::to_string(nbytes) + " disagrees with its shape (" +
+                                std::to_string(p.nbytes) + ")");
+  pwrite_all(files_[p.file].fd, data, nbytes, p.offset, files_[p.file].tmp);
+  p.written = true;
+}
+
+void CheckpointWriter::commit() {
+  for (const auto& [name, p] : places_)
+    if (!p.written) throw std::logic_error(name + ": never written");
+  for (auto& f : files_) {
+    // A full disk shows up at close on some file systems.
+    if (::close(f.fd) != 0) {
+      f.fd = -1;
+      throw std::runtime_error(f.tmp + ": write failed (disk full?): " + std::strerror(errno));
+    }
+    f.fd = -1;
+  }
+  for (auto& f : files_) {
+    std::error_code ec;
+    fs::rename(f.tmp, f.path, ec);
+    if (ec) throw std::runtime_error(f.path + ": cannot rename into place: " + ec.message());
+  }
+  committed_ = true;
+  if (!index_path_.empty()) write_file_atomic(index_path_, index_text_);
+}
+
+namespace {
+
+std::vector<TensorSpec> specs_of(const std::vector<TensorView>& tensors) {
+  std::vector<TensorSpec> specs;
+  for (const auto& t : tensors) {
+    for (int64_t d : t.shape)
+      if (d < 0) throw std::invalid_argument(t.name + ": negative dimension");
+    if (static_cast<size_t>(numel(t)) * dtype_size(t.dtype) != t.nbytes)
+      throw std::invalid_argument(t.name + ": nbytes " + std::to_string(t.nbytes) + " disagrees with shape " +
+                                  shape_string(t.shape));
+    specs.push_back({t.name, t.dtype, t.shape});
+  }
+  return specs;
+}
+
+}  // namespace
+
+void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  CheckpointWriter w(path, specs_of(tensors), 0, metadata);
+  for (const auto& t : tensors) w.put(t.name, t.data, t.nbytes);
+  w.commit();
+}
+
+void write_sharded(const std::string& folder, const std::vector<TensorView>& tensors, size_t max_shard_bytes,
+                   const std::map<std::string, std::string>& metadata) {
+  CheckpointWriter w(folder, specs_of(tensors), std::max<size_t>(max_shard_bytes, 1), metadata);
+  for (const auto& t : tensors) w.put(t.name, t.data, t.nbytes);
+  w.commit();
 }
 
 // --- Conversions -----------------------------------------------------------------------------

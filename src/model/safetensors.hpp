@@ -110,6 +110,50 @@ void write_sharded(const std::string& folder, const std::vector<TensorView>& ten
                    size_t max_shard_bytes,
                    const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
+// A tensor to be written: its name, dtype and shape, without data.
+struct TensorSpec {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  size_t nbytes() const;  // numel * dtype_size
+};
+
+// Writes a checkpoint tensor by tensor, so that a model larger than memory can be written: the
+// layout (a single file, or shards when max_shard_bytes > 0) is fixed from the specs, exactly as
+// write_safetensors / write_sharded lay it out, and each tensor's bytes are then written at their
+// place in any order (put), the caller freeing them at once. commit() renames every file into
+// place (a shard index last); until then only temporaries exist, and they are removed when the
+// writer is destroyed uncommitted. Errors as write_safetensors.
+class CheckpointWriter {
+ public:
+  // `path_or_folder`: the .safetensors file (single) or the folder of the shards (sharded).
+  CheckpointWriter(const std::string& path_or_folder, const std::vector<TensorSpec>& specs, size_t max_shard_bytes = 0,
+                   const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  // std::invalid_argument for an unknown name, a second put, or nbytes that disagree with the spec.
+  void put(const std::string& name, const void* data, size_t nbytes);
+  // std::logic_error when a tensor was never put.
+  void commit();
+
+ private:
+  struct File {
+    std::string path, tmp;
+    int fd = -1;
+  };
+  struct Place {
+    size_t file = 0;
+    uint64_t offset = 0, nbytes = 0;
+    bool written = false;
+  };
+  std::vector<File> files_;
+  std::unordered_map<std::string, Place> places_;
+  std::string index_path_, index_text_;  // sharded only
+  bool committed_ = false;
+};
+
 // F32, F16, BF16 and F64 to float / double (F16 subnormals, infinities and NaNs exact). `out`
 // holds numel(t) values. Another dtype is an InputError naming the file and tensor.
 void convert_to_f32(const TensorView& t, float* out);

@@ -7,29 +7,16 @@
 #include <sstream>
 #include <thread>
 
+#include "eap/memory.hpp"
 #include "model/hf_cache.hpp"
 #include "model/model.hpp"
+#include "runner/memory_plan.hpp"
 #include "tinysql/batch.hpp"
 #include "tokenizer/tokenizer.hpp"
 #include "util/error.hpp"
 
 namespace teap::runner {
 namespace {
-
-// Estimated peak bytes of one EAP batch of B prompts of P tokens, the last S of which differ
-// between clean and corrupt (the prefix is computed once, without gradients), weights included.
-double estimate_batch_bytes(int L, int H, int d, int dh, int f, int B, int P, int S, double weight_bytes) {
-  const double f32 = 4;
-  // Per suffix position, both runs: each layer's recorded activations (q, k, v, z per head, the
-  // residual streams, the MLP's input and hidden layer) and the upstream differences the
-  // contraction reads ((H + 1) nodes per layer of width d).
-  const double per_suffix = L * (2.0 * (4.0 * H * dh + 3.0 * d + 2.0 * f) + (H + 1.0) * d) + 2.0 * d;
-  // Per prefix position: its keys and values, kept for the suffix's attention.
-  const double per_prefix = L * 2.0 * 2.0 * H * dh;
-  // Attention weights of the suffix over every position.
-  const double attention = 2.0 * L * H * double(S) * P;
-  return weight_bytes + f32 * B * (S * per_suffix + (P - S) * per_prefix + attention);
-}
 
 // Memory this machine has available now (MemAvailable), in bytes; 0 when unknown.
 double available_memory_bytes() {
@@ -101,8 +88,7 @@ PreflightResult preflight(const job::Job& job, const PreflightContext& ctx) {
 
   // Every cell generates an example (its batch 0's first prompt) that the model can take.
   std::set<std::string> checked_family;
-  double worst_bytes = 0;
-  std::string worst_cell;
+  std::map<std::string, std::optional<std::pair<std::string, MemoryPlan>>> worst_plan;  // model -> (cell, plan)
   const int share = (s.batch_size + s.group_size - 1) / s.group_size;  // prompts per rank
   for (const auto& c : job.cells) {
     const auto found = tokenizers.find(c.tokenizer);
@@ -130,17 +116,38 @@ PreflightResult preflight(const job::Job& job, const PreflightContext& ctx) {
       continue;
     }
     const int S = P - first_difference(b.examples.front());
-    const double weights = double(m->parameters) * (s.dtype == "bfloat16" ? 2.0 : 4.0);
-    const auto& cf = m->config;
-    const double bytes =
-        estimate_batch_bytes(cf.n_layers, cf.n_heads, cf.d_model, cf.d_head, cf.d_mlp, share, P, S, weights);
-    if (bytes > worst_bytes) worst_bytes = bytes, worst_cell = c.id;
+    const MemoryPlan plan = plan_memory(m->config, m->parameters, double(m->bytes), s, share, P, S, ctx.ranks_on_node);
+    auto& worst = worst_plan[c.weights];
+    if (!worst || plan.peak_resident() > worst->second.peak_resident()) worst = std::make_pair(c.id, plan);
   }
+  // Memory, model by model (a rank holds one model at a time): one prompt must fit the budget,
+  // a pairing that needs the whole batch must have it, and the node's ranks together must fit
+  // what the node has available now.
   const double available = available_memory_bytes();
-  if (s.device == "cpu" && available > 0 && worst_bytes * ctx.ranks_on_node > available)
-    problems.push_back(settings_key("batch_size") + ": a batch of " + std::to_string(s.batch_size) + " prompts needs about " +
-                       gib(worst_bytes) + " per rank (cell " + worst_cell + "), " + std::to_string(ctx.ranks_on_node) +
-                       " rank(s) on this node, " + gib(available) + " available: lower batch_size");
+  double worst_node = 0;
+  std::string worst_model;
+  for (const auto& [weights, cell_plan] : worst_plan) {
+    const auto& [cell, p] = *cell_plan;
+    result.memory.push_back(weights + ": " + describe(p, ctx.ranks_on_node));
+    if (p.micro == 0) {
+      problems.push_back(settings_key("memory_budget") + ": " + eap::format_bytes(p.budget) + " per rank is less than " +
+                         weights + " needs for one prompt (cell " + cell + "): its work " + eap::format_bytes(p.one_prompt) +
+                         (p.weights_private > 0 ? " and the rank's private weights " + eap::format_bytes(p.weights_private)
+                                                : std::string(" (the weights are mapped, shared by the node)")) +
+                         "; raise memory_budget");
+      continue;
+    }
+    if (p.micro < p.prompts && s.metric_pairing == "batch_broadcast")
+      problems.push_back(settings_key("memory_budget") + ": " + eap::format_bytes(p.budget) + " per rank holds " +
+                         std::to_string(p.micro) + " of a batch's " + std::to_string(p.prompts) + " prompts of " + weights +
+                         ", but metric_pairing batch_broadcast needs the whole batch at once: raise memory_budget or lower batch_size");
+    const double node = p.weights_shared + ctx.ranks_on_node * (p.weights_private + p.work);
+    if (node > worst_node) worst_node = node, worst_model = weights;
+  }
+  if (s.device == "cpu" && available > 0 && worst_node > available)
+    problems.push_back(settings_key("memory_budget") + ": " + worst_model + " needs about " + gib(worst_node) + " on this node (" +
+                       std::to_string(ctx.ranks_on_node) + " rank(s), batches of " + std::to_string(s.batch_size) +
+                       " prompts), " + gib(available) + " available: lower memory_budget (smaller micro-batches) or run fewer ranks");
   return result;
 }
 

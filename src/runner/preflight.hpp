@@ -21,6 +21,8 @@ struct PreflightContext {
 struct PreflightResult {
   std::vector<std::string> problems;             // one line each; empty when the job can run
   std::map<std::string, std::string> weights_id;  // model (as the job names it) -> weights_fingerprint
+  // "MODEL: about X resident per rank ..." for each model, its largest cell (--dry-run prints them).
+  std::vector<std::string> memory;
 };
 
 // Problems are "FILE:LINE: key: what" or "cell ID: what". A model in a BM slot of another family

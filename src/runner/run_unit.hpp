@@ -26,8 +26,10 @@ struct WorkspaceDeleter {
   void operator()(Workspace* w) const;
 };
 using WorkspacePtr = std::unique_ptr<Workspace, WorkspaceDeleter>;
-// Sets the rank's intra-op thread count (flushing denormals is the engine's business).
-WorkspacePtr make_workspace(int threads);
+// Sets the rank's intra-op thread count and flushes denormals on its threads. With more than one
+// rank on the node, weights stored in another dtype than the run's are converted once per node
+// (model::default_convert_cache) and mapped by every rank.
+WorkspacePtr make_workspace(int threads, int ranks_on_node = 1);
 
 struct UnitEnv {
   const job::Job& job;

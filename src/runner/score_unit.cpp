@@ -5,11 +5,15 @@
 
 #include <chrono>
 #include <optional>
+#include <set>
 
 #include "dist/dist.hpp"
+#include "eap/micro_batch.hpp"
 #include "eap/score.hpp"
+#include "model/denormal.hpp"
 #include "model/hf_cache.hpp"
 #include "model/model.hpp"
+#include "runner/memory_plan.hpp"
 #include "runner/run_unit.hpp"
 #include "runner/unit.hpp"
 #include "runner/workspace.hpp"
@@ -21,11 +25,14 @@ namespace teap::runner {
 
 void WorkspaceDeleter::operator()(Workspace* w) const { delete w; }
 
-WorkspacePtr make_workspace(int threads) {
+WorkspacePtr make_workspace(int threads, int ranks_on_node) {
   at::set_num_threads(threads);
-  return WorkspacePtr(new Workspace);
+  model::flush_denormals();  // on the pool of the thread count just set
+  WorkspacePtr ws(new Workspace);
+  ws->ranks_on_node = ranks_on_node;
+  node_memory_bytes();  // measured before any weights are loaded (cached)
+  return ws;
 }
-
 
 namespace {
 
@@ -77,6 +84,19 @@ io::UnitRecord unit_record(const job::Job& job, const job::Cell& cell, int batch
 std::vector<int64_t> gather_ids(const dist::Group& group, const std::vector<int64_t>& mine) {
   const std::vector<double> all = group.gather(std::vector<double>(mine.begin(), mine.end()));
   return std::vector<int64_t>(all.begin(), all.end());
+}
+
+// The first position where some prompt's clean and corrupt ids differ (the scored suffix starts there).
+int first_difference(const eap::BatchInput& in) {
+  const int P = in.n_positions;
+  int first = P - 1;
+  for (int i = 0; i < in.n_prompts; ++i)
+    for (int p = 0; p < first; ++p)
+      if (in.clean_ids[size_t(i) * P + p] != in.corrupt_ids[size_t(i) * P + p]) {
+        first = p;
+        break;
+      }
+  return first;
 }
 
 // Prompts [lo, hi) of a batch: one group member's share.
@@ -137,7 +157,17 @@ UnitOutcome run_score_unit(const UnitEnv& env, Workspace& ws, const UnitRef& uni
       };
     }
     if (part.n_prompts == 0) throw InputError("group of " + std::to_string(group.size()) + " ranks is larger than the batch");
-    eap::BatchScores r = eap::score_batch(m, g, part, so);
+    // Within the rank's memory budget: micro-batches whose scores add up to the part's (issue 17).
+    const MemoryPlan mem = plan_memory_loaded(m.config, double(model::parameter_count(m)) * m.weights.wte.element_size(),
+                                              double(m.mapped_bytes), s, part.n_prompts, part.n_positions,
+                                              part.n_positions - first_difference(part), ws.ranks_on_node);
+    if (mem.micro == 0)
+      throw InputError(job.path + ": settings.memory_budget: " + eap::format_bytes(mem.budget) + " per rank is less than " +
+                       cell.weights + " needs for one prompt");
+    if (mem.micro < part.n_prompts && ws.told_micro.insert(cell.weights).second)
+      spdlog::info("{}: batches scored in micro-batches of {} of {} prompts within settings.memory_budget ({})", cell.weights,
+                   mem.micro, part.n_prompts, describe(mem, ws.ranks_on_node));
+    eap::BatchScores r = eap::score_in_micro_batches(m, g, part, so, static_cast<int>(mem.micro));
     if (group.size() > 1) {
       int64_t post_failed = 0;
       group.sum(&post_failed, 1);

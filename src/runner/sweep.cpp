@@ -42,11 +42,13 @@ Shard shard_of(const RunOptions& o) {
 
 // Before any work (dry or not): every problem of the job against this machine, one line each.
 // Returns what each cell's weights are.
-std::vector<std::string> check_before_work(const job::Job& job, const dist::Runtime& rt) {
+std::vector<std::string> check_before_work(const job::Job& job, const dist::Runtime& rt, bool dry_run) {
   const PreflightContext context{rt.local_size(), threads_per_rank(job.settings.threads, rt.local_size())};
   const PreflightResult checked = preflight(job, context);
   const std::vector<std::string>& problems = checked.problems;
   if (problems.empty()) {
+    if (dry_run)  // the estimated peak per rank of each model (issue 17)
+      for (const auto& line : checked.memory) std::printf("memory: %s\n", line.c_str());
     std::vector<std::string> ids;
     for (const auto& c : job.cells) ids.push_back(checked.weights_id.at(c.weights));
     return ids;
@@ -80,7 +82,7 @@ Plan plan_on_rank0(const job::Job& job_as_read, const dist::Runtime& rt, const R
   if (rt.size() % job_as_read.settings.group_size != 0)
     throw InputError(job_as_read.path + ": settings.group_size " + std::to_string(job_as_read.settings.group_size) +
                      " does not divide the " + std::to_string(rt.size()) + " ranks");
-  weights_ids = check_before_work(job_as_read, rt);
+  weights_ids = check_before_work(job_as_read, rt, options.dry_run);
   const job::Job job = with_weights_ids(job_as_read, weights_ids);
   if (!options.dry_run) lock.emplace(lock_folder(job, shard));
   const nlohmann::json manifest = merge_manifest(job.output + "/sweep.json", manifest_of(job));
@@ -206,7 +208,7 @@ RunSummary run_sweep(const job::Job& job_as_read, const dist::Runtime& rt, const
 
   RankLog log(job.output, rt.rank(), shard);
   const int threads = threads_per_rank(job.settings.threads, rt.local_size());
-  WorkspacePtr ws = make_workspace(threads);
+  WorkspacePtr ws = make_workspace(threads, rt.local_size());
   spdlog::info("tinysql-eap {}: rank {} of {}, {} intra-op threads, group size {}, {} units pending of {}{}", TEAP_VERSION,
                rt.rank(), rt.size(), threads, job.settings.group_size, to_do, plan.total,
                shard.count > 1 ? " (shard " + std::to_string(shard.index) + "/" + std::to_string(shard.count) + ")"

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,8 @@ struct CellCircuits {
 // Loaded models and tokenizers, kept while consecutive units use them.
 struct Workspace {
   CellCircuits cell;  // the last evaluated cell's
+  int ranks_on_node = 1;              // > 1: weights in another dtype are converted once per node
+  std::set<std::string> told_micro;   // models whose micro-batches the log has described
   std::string key;
   std::optional<model::Model> model;
   std::optional<tokenizer::Tokenizer> tok;
@@ -48,10 +51,13 @@ struct Workspace {
     lo.dtype = s.dtype;
     lo.device = s.device;
     if (c.trim_vocab) lo.trim_vocab_to = tok->vocab_size();
+    if (ranks_on_node > 1) lo.convert_cache = model::default_convert_cache();
     const auto t0 = std::chrono::steady_clock::now();
     model.emplace(model::load_model(c.weights, lo));
-    spdlog::info("loaded {} ({} layers x {} heads) in {:.2f} s", c.weights, model->config.n_layers, model->config.n_heads,
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    spdlog::info("loaded {} ({} layers x {} heads) in {:.2f} s; {} MiB of weights mapped read-only{}{}", c.weights,
+                 model->config.n_layers, model->config.n_heads,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), model->mapped_bytes >> 20,
+                 model->mapped_bytes ? " from " : " (private copies)", model->mapped_from);
     key = k;
   }
 };

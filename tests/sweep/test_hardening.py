@@ -87,8 +87,14 @@ BAD_JOBS = [
     ("batches_huge", {"batches": 1000000000}, r".*settings\.batches: 1000000000 is too large"),
     ("threads_huge", {"threads": 1000000}, r".*settings\.threads: 1000000 is too large"),
     ("threads_over_cores", {"threads": 4000}, r".*settings\.threads: 4000 threads per rank is more than this node's \d+ cores"),
-    ("batch_over_memory", {"batch_size": 100000},
-     r".*settings\.batch_size: a batch of 100000 prompts needs about .* GiB per rank"),
+    # A batch larger than the budget is scored in micro-batches (issue 17); a budget that holds the
+    # whole batch but exceeds the node's memory, or that holds not one prompt, is refused.
+    ("batch_over_memory", {"batch_size": 100000, "memory_budget": "100TiB"},
+     r".*settings\.memory_budget: .* needs about .* GiB on this node \(1 rank\(s\), batches of 100000 prompts\)"),
+    ("memory_budget_below_one_prompt", {"memory_budget": "1MiB"},
+     r".*settings\.memory_budget: 1\.0 MiB per rank is less than .* needs for one prompt"),
+    ("memory_budget_not_a_size", {"memory_budget": "lots"},
+     r".*settings\.memory_budget: 'lots' is not \"auto\" or a size"),
     ("device_negative", {"device": "cuda:-1"}, r".*settings\.device: 'cuda:-1' is not cpu, cuda or cuda:N"),
     ("device_absent", {"device": "cuda:99"}, r".*settings\.device: device 'cuda:99'"),
     ("quality_out_of_range", lambda t: t + "\n[quality]\nmin_accuracy = 2\n", r".*quality\.min_accuracy: must be between 0 and 1"),

@@ -1,0 +1,73 @@
+#include "eap/memory.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+namespace teap::eap {
+
+double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix) {
+  const double L = s.n_layers, H = s.n_heads, d = s.d_model, dh = s.d_head, f = s.d_mlp, a = s.activation_bytes,
+               c = s.compute_bytes;
+  const double B = double(prompts), P = double(positions), S = double(std::min(suffix, positions));
+  const double rows = B * S;  // suffix positions of every prompt: what both runs compute
+  // Per suffix row and layer. The clean run keeps its record (residual streams, z, q/k/v per
+  // query head, the MLP's input and output) and what autograd saves for the backward pass
+  // (rotated q and k, the norms' float32 inputs, the MLP's three hidden tensors); the corrupt run
+  // keeps its record only.
+  const double clean = (8.0 * H * dh + 6.0 * d + 3.0 * f) * a + 4.0 * d * 4.0;
+  const double corrupt = (4.0 * H * dh + 4.0 * d) * a;
+  // Attention probabilities of one layer at a time over every key (both runs alive in autograd
+  // for the clean one: kept per layer), float32 scores and their softmax.
+  const double attention = 2.0 * H * P * 4.0;
+  // The upstream differences of every layer, and one layer's gradients with its temporaries.
+  const double differences = L * (H + 1.0) * d * c + 2.0 * d * c;
+  const double gradients = (3.0 * H + 1.0) * d * c + 3.0 * H * dh * c + 4.0 * d * c;
+  // The common prefix: its record (no gradients), kept for the suffix's attention.
+  const double prefix = B * (P - S) * L * (4.0 * H * dh + 4.0 * d) * a;
+  // The last position's full logits of both runs, float32.
+  const double logits = 2.0 * B * s.vocab * 4.0;
+  return rows * (L * (clean + corrupt + attention) + differences + gradients) + prefix + logits;
+}
+
+int64_t micro_batch_prompts(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, double budget_bytes) {
+  if (prompts <= 0) return 0;
+  if (batch_work_bytes(s, prompts, positions, suffix) <= budget_bytes) return prompts;
+  int64_t lo = 0, hi = prompts;  // work(lo) fits (or lo == 0), work(hi) does not
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (batch_work_bytes(s, mid, positions, suffix) <= budget_bytes ? lo : hi) = mid;
+  }
+  return lo;
+}
+
+double parse_bytes(const std::string& text) {
+  const char* p = text.c_str();
+  while (std::isspace(static_cast<unsigned char>(*p))) ++p;
+  if (!std::isdigit(static_cast<unsigned char>(*p))) return -1;
+  char* end = nullptr;
+  const double v = std::strtod(p, &end);
+  if (end == p || !std::isfinite(v) || v < 0) return -1;
+  std::string unit(end);
+  unit.erase(std::remove_if(unit.begin(), unit.end(), [](unsigned char ch) { return std::isspace(ch); }), unit.end());
+  static const struct {
+    const char* name;
+    double scale;
+  } units[] = {{"", 1},       {"B", 1},          {"KiB", 1024.0},   {"MiB", 1048576.0}, {"GiB", 1073741824.0},
+               {"TiB", 1099511627776.0},         {"KB", 1e3},       {"MB", 1e6},        {"GB", 1e9},
+               {"TB", 1e12}};
+  for (const auto& u : units)
+    if (unit == u.name) return v * u.scale;
+  return -1;
+}
+
+std::string format_bytes(double bytes) {
+  char buf[32];
+  if (bytes >= 1073741824.0) std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / 1073741824.0);
+  else std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / 1048576.0);
+  return buf;
+}
+
+}  // namespace teap::eap

@@ -1,0 +1,33 @@
+// Owns the memory estimate of scoring one batch, and the micro-batch size that keeps it within a
+// budget. Plain C++ (no LibTorch): the runner's checks before work use it without loading a model.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace teap::eap {
+
+// What the estimate needs of a model and a run.
+struct WorkShape {
+  int n_layers = 0, n_heads = 0, n_kv_heads = 0, d_model = 0, d_head = 0, d_mlp = 0, vocab = 0;
+  int activation_bytes = 4;  // the run's dtype: 4 (float32), 2 (bfloat16), 8 (float64)
+  int compute_bytes = 4;     // differences and gradients: 4, or 8 for a float64 run
+};
+
+// Estimated peak bytes of score_batch's work on `prompts` prompts of `positions` tokens, the last
+// `suffix` of which differ between clean and corrupt (the common prefix is run once, without
+// gradients), weights excluded: both runs' activation records and the clean run's autograd
+// graph, the upstream differences [L*(H+1), prompts*suffix, d], one layer's gradients
+// [3H+1, prompts*suffix, d] and its temporaries, and the last position's full logits.
+double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix);
+
+// The largest number of prompts, at most `prompts`, whose work fits `budget_bytes`; 0 when not
+// even one prompt does.
+int64_t micro_batch_prompts(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, double budget_bytes);
+
+// Sizes a user writes: "12GiB", "800MiB", "1.5 GB", "auto" is not one. Units KiB MiB GiB TiB
+// (1024-based) and KB MB GB TB (1000-based), B or none for bytes. nullopt-like -1 when unparsable.
+double parse_bytes(const std::string& text);
+std::string format_bytes(double bytes);  // "1.5 GiB", "800.0 MiB"
+
+}  // namespace teap::eap

@@ -1,0 +1,65 @@
+#include "eap/micro_batch.hpp"
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+#include "model/model.hpp"
+#include "util/error.hpp"
+
+namespace teap::eap {
+
+BatchInput prompts_of(const BatchInput& in, int lo, int hi) {
+  const int64_t P = in.n_positions;
+  BatchInput part;
+  part.n_prompts = hi - lo;
+  part.n_positions = in.n_positions;
+  part.clean_ids.assign(in.clean_ids.begin() + lo * P, in.clean_ids.begin() + hi * P);
+  part.corrupt_ids.assign(in.corrupt_ids.begin() + lo * P, in.corrupt_ids.begin() + hi * P);
+  part.clean_answer.assign(in.clean_answer.begin() + lo, in.clean_answer.begin() + hi);
+  part.corrupt_answer.assign(in.corrupt_answer.begin() + lo, in.corrupt_answer.begin() + hi);
+  if (!in.expected.empty()) part.expected.assign(in.expected.begin() + lo, in.expected.begin() + hi);
+  return part;
+}
+
+BatchScores score_in_micro_batches(const model::Model& m, const Graph& g, const BatchInput& in, const ScoreOptions& options,
+                                   int max_prompts) {
+  const int B = in.n_prompts;
+  if (max_prompts <= 0 || max_prompts >= B) return score_batch(m, g, in, options);
+  if (options.pairing == MetricPairing::BatchBroadcast)
+    throw InputError("metric_pairing batch_broadcast averages over the whole batch's pairs, so a batch of " +
+                     std::to_string(B) + " prompts cannot be split into micro-batches of " + std::to_string(max_prompts) +
+                     ": raise settings.memory_budget, lower settings.batch_size, or use metric_pairing own");
+  const int parts = (B + max_prompts - 1) / max_prompts;
+  at::Tensor total;  // the weighted sum of the parts' matrices, where score_batch leaves them
+  BatchScores out;
+  for (int k = 0; k < parts; ++k) {
+    const int lo = static_cast<int>(int64_t(B) * k / parts), hi = static_cast<int>(int64_t(B) * (k + 1) / parts);
+    ScoreOptions o = options;
+    o.weight = options.weight * double(hi - lo) / B;
+    o.sum_scores = [&total, &m](void* data, size_t n, bool is_double, bool on_cuda) {
+      const at::TensorOptions t =
+          at::TensorOptions().dtype(is_double ? at::kDouble : at::kFloat).device(on_cuda ? m.device : at::Device(at::kCPU));
+      const at::Tensor part = at::from_blob(data, {static_cast<int64_t>(n)}, t);
+      if (total.defined()) total.add_(part);
+      else total = part.clone();
+    };
+    BatchScores r = score_batch(m, g, prompts_of(in, lo, hi), o);
+    if (k == 0) {
+      out = std::move(r);
+      continue;
+    }
+    out.n_prompts += r.n_prompts;
+    out.clean_ld.insert(out.clean_ld.end(), r.clean_ld.begin(), r.clean_ld.end());
+    out.corrupt_ld.insert(out.corrupt_ld.end(), r.corrupt_ld.begin(), r.corrupt_ld.end());
+    out.clean_top.insert(out.clean_top.end(), r.clean_top.begin(), r.clean_top.end());
+    out.corrupt_top.insert(out.corrupt_top.end(), r.corrupt_top.begin(), r.corrupt_top.end());
+    out.clean_correct += r.clean_correct;
+  }
+  if (options.sum_scores) options.sum_scores(total.data_ptr(), static_cast<size_t>(total.numel()), total.scalar_type() == at::kDouble, total.is_cuda());
+  const at::Tensor f = total.to(at::kCPU, at::kFloat).contiguous();
+  out.scores.assign(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+  return out;
+}
+
+}  // namespace teap::eap

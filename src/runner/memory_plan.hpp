@@ -1,0 +1,58 @@
+// Owns the rank's memory budget and what it means for a model (issue 17): how much of the
+// weights the node shares, how many prompts a micro-batch holds, the estimated peak per rank.
+// Used before work (preflight: a budget below one prompt's needs is an error; --dry-run prints
+// the estimate per model) and by each score unit (its micro-batch size).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "eap/memory.hpp"
+#include "job/job.hpp"
+#include "model/config.hpp"
+
+namespace teap::runner {
+
+// This node's memory for the sweep: the smaller of MemAvailable when first asked (cached for the
+// process, so that weights loaded later do not shrink it) and the cgroup's memory limit; 0 when
+// unknown.
+double node_memory_bytes();
+
+// settings.memory_budget in bytes: what one rank may hold privately, its batch's work and any
+// private weights (weights mapped read-only are the node's, counted once, not in any rank's
+// budget). "auto": 90% of node_memory_bytes(), less the shared weights, divided among the node's
+// ranks (0, no limit, when unknown or on CUDA).
+double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double shared_weight_bytes = 0);
+
+struct MemoryPlan {
+  double weights_private = 0;  // bytes of weights only this rank holds
+  double weights_shared = 0;   // bytes mapped read-only: one copy for the node's ranks
+  double budget = 0;           // the rank's budget (0: none)
+  int64_t prompts = 0;         // the rank's share of a batch
+  int64_t micro = 0;           // prompts per micro-batch (== prompts when the batch fits; 0: not one fits)
+  double work = 0;             // estimated work of one micro-batch
+  double one_prompt = 0;       // ... of one prompt
+  // Estimated peak resident memory of the rank (shared weights counted whole, as RSS counts them)
+  // and its proportional share (shared weights divided among the node's ranks). The budget bounds
+  // weights_private + work.
+  double peak_resident() const { return weights_private + weights_shared + work; }
+  double peak_proportional(int ranks_on_node) const {
+    return weights_private + weights_shared / std::max(1, ranks_on_node) + work;
+  }
+};
+
+// `parameters` and `stored_bytes`: of the checkpoint's tensors (model::CheckpointInfo). On CPU the
+// weights are shared when stored in the run's dtype (mapped) or when the node's ranks share a
+// converted copy (ranks_on_node > 1); otherwise private (CUDA: on the device, none on the host).
+MemoryPlan plan_memory(const model::ModelConfig& c, int64_t parameters, double stored_bytes, const job::Settings& s,
+                       int64_t prompts, int64_t positions, int64_t suffix, int ranks_on_node);
+
+// The same for a loaded model: its weights' bytes and how many of them are mapped are known.
+MemoryPlan plan_memory_loaded(const model::ModelConfig& c, double weight_bytes, double mapped_bytes,
+                              const job::Settings& s, int64_t prompts, int64_t positions, int64_t suffix,
+                              int ranks_on_node);
+
+// One line for --dry-run: "about 7.7 GiB per rank (weights 4.6 GiB shared, ...)".
+std::string describe(const MemoryPlan& p, int ranks_on_node);
+
+}  // namespace teap::runner
