@@ -11,6 +11,7 @@ packages=(
   libtomlplusplus-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libgtest-dev
   libpcre2-dev libunistring-dev
   python3-h5py python3-pandas python3-plotly python3-pytest python3-numpy python3-torch
+  python3-venv python3-setuptools jupyter-nbconvert python3-ipykernel
   slurm-wlm munge
   chromium
 )

@@ -53,9 +53,15 @@ def consistent_edges(df: pd.DataFrame, top_n_edges: int = 10, signed_rank: bool 
     the manifest's count) and it is not degenerate; every other cell is skipped with one
     ``load.SweepWarning`` naming it and why. A reduced cell whose batches share no top-n edge has
     no row (as ``reduce``, which writes an empty edge list).
+
+    ``df`` may also be a wide table (``load.load_sweep(..., wide=True)``, without ``top_k`` or
+    with ``top_k >= top_n_edges`` and the same ``signed_rank``): it is reduced one cell at a time,
+    so a sweep of hundreds of cells needs no tidy table. An ``arch`` column (``load.arch_of``)
+    comes from the table's.
     """
-    columns = ["cell_id", "from_edge", "to_edge", "upstream", "downstream", "up_index", "down_index", "score", "rank",
-               "flags"]
+    if "scores" in df.columns and df.attrs.get("format") == "wide":
+        return _consistent_edges_wide(df, top_n_edges, signed_rank, cells)
+    columns = CONSISTENT_COLUMNS
     out = []
     wanted = set(cells) if cells is not None else None
     skipped = []
@@ -80,6 +86,7 @@ def consistent_edges(df: pd.DataFrame, top_n_edges: int = 10, signed_rank: bool 
             continue
         reduced += 1
         flags = str(g["flags"].iloc[0]) if "flags" in g and pd.notna(g["flags"].iloc[0]) else None
+        arch = str(g["arch"].iloc[0]) if "arch" in g else None
         batches = sorted(g["batch"].unique())
         seen: Dict[Tuple[int, int], list] = {}
         names: Dict[Tuple[int, int], tuple] = {}
@@ -102,12 +109,52 @@ def consistent_edges(df: pd.DataFrame, top_n_edges: int = 10, signed_rank: bool 
         for rank, (k, mean) in enumerate(rows):
             f, t_, u, d = names[k]
             out.append({"cell_id": cell, "from_edge": f, "to_edge": t_, "upstream": u, "downstream": d,
-                        "up_index": k[0], "down_index": k[1], "score": mean, "rank": rank, "flags": flags})
+                        "up_index": k[0], "down_index": k[1], "score": mean, "rank": rank, "flags": flags,
+                        "arch": arch})
     if skipped:
         shown = "; ".join(skipped[:5]) + (f"; ... and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         warnings.warn(load.SweepWarning(f"consistent_edges: {len(skipped)} cell(s) skipped"
                                         f"{' (no cell reduced)' if not reduced else ''}: {shown}"), stacklevel=2)
     return pd.DataFrame(out, columns=columns)
+
+
+CONSISTENT_COLUMNS = ["cell_id", "from_edge", "to_edge", "upstream", "downstream", "up_index", "down_index", "score",
+                      "rank", "flags", "arch"]
+
+
+def _consistent_edges_wide(wide: pd.DataFrame, top_n_edges: int, signed_rank: bool, cells) -> pd.DataFrame:
+    k = wide.attrs.get("top_k")
+    if k is not None and (int(k) < top_n_edges or bool(wide.attrs.get("signed_rank")) != bool(signed_rank)):
+        raise ValueError(f"consistent_edges: the wide table keeps the top {k} edges per batch "
+                         f"(signed_rank={wide.attrs.get('signed_rank')}): it cannot give the top {top_n_edges} "
+                         f"(signed_rank={signed_rank}); load it with top_k >= top_n_edges")
+    wanted = set(cells) if cells is not None else None
+    frames, skipped = [], []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for cell, g in wide.groupby("cell_id", sort=True, observed=True):
+            if wanted is not None and cell not in wanted:
+                continue
+            sub = g.copy()
+            sub.attrs = wide.attrs
+            frames.append(consistent_edges(load.wide_to_tidy(sub), top_n_edges, signed_rank))
+    for w in caught:
+        if issubclass(w.category, load.SweepWarning) and "cell(s) skipped" in str(w.message):
+            skipped.append(str(w.message).split(": ", 1)[1])
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    present = set(wide["cell_id"].astype(str)) if len(wide) else set()
+    if wanted is not None and wanted - present:
+        skipped.insert(0, f"{len(wanted - present)} cell(s) not in the table ({', '.join(sorted(wanted - present)[:3])})")
+    if skipped or wide.empty:
+        shown = "; ".join(skipped[:5]) + (f"; ... and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warnings.warn(load.SweepWarning(f"consistent_edges: {len(skipped)} cell(s) skipped: {shown}" if skipped else
+                                        "consistent_edges: the table is empty (no usable unit file; see the "
+                                        "warnings of load_sweep)"), stacklevel=3)
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=CONSISTENT_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[CONSISTENT_COLUMNS]
 
 
 def load_results(out: str) -> Dict[str, dict]:
@@ -168,6 +215,47 @@ def _flags_of(quality) -> Dict[str, Optional[List[str]]]:
     return found
 
 
+class EdgeSets(dict):
+    """{cell id: set of (from_edge, to_edge)} with ``arch``: {cell id: its architecture
+    (``load.arch_of``), None when unknown}. Node names mean something only within one architecture
+    (``l0.h0`` of BM1 is not ``l0.h0`` of BM2): ``jaccard_matrix`` and ``recurrence`` never compare
+    sets of two architectures."""
+
+    def __init__(self, sets=(), arch: Optional[Dict[str, Optional[str]]] = None):
+        super().__init__(sets)
+        self.arch = {c: (arch or {}).get(c) for c in self}
+
+
+def _arch_of_table(t: pd.DataFrame) -> Dict[str, str]:
+    """{cell: arch} from a table with cell_id and either arch or model, n_layers, n_heads."""
+    if t is None or "cell_id" not in t:
+        return {}
+    if "arch" in t:
+        return {str(c): str(a) for c, a in zip(t["cell_id"], t["arch"]) if a is not None and pd.notna(a)}
+    if all(k in t for k in ("model", "n_layers", "n_heads")):
+        return {str(c): load.arch_of(m, l, h) for c, m, l, h in zip(t["cell_id"], t["model"], t["n_layers"],
+                                                                     t["n_heads"])}
+    return {}
+
+
+def _arch_of_result(r: dict) -> Optional[str]:
+    m = r.get("metadata") or {}
+    if all(m.get(k) is not None for k in ("model", "n_layers", "n_heads")):
+        return load.arch_of(m["model"], m["n_layers"], m["n_heads"])
+    return None
+
+
+def _archs(sets, arch=None) -> Dict[str, Optional[str]]:
+    """Each cell's architecture: from ``arch`` ({cell: arch}, or a table: ``_arch_of_table``),
+    else the sets' own (``EdgeSets.arch``), else None."""
+    found = dict(getattr(sets, "arch", {}) or {})
+    if isinstance(arch, pd.DataFrame):
+        found.update(_arch_of_table(arch))
+    elif arch is not None:
+        found.update({str(c): a for c, a in arch.items()})
+    return {c: found.get(c) for c in sets}
+
+
 def _leave_out_flagged(sets: Dict[str, Set[Edge]], flags: Dict[str, Optional[List[str]]], include_flagged: bool,
                        what: str) -> Dict[str, Set[Edge]]:
     """``sets`` without its flagged cells (unless ``include_flagged``), with a SweepWarning naming them."""
@@ -176,7 +264,7 @@ def _leave_out_flagged(sets: Dict[str, Set[Edge]], flags: Dict[str, Optional[Lis
     flagged = [(c, flags[c]) for c in sorted(sets) if flags.get(c)]
     if not flagged:
         return sets
-    out = {c: e for c, e in sets.items() if not flags.get(c)}
+    out = EdgeSets({c: e for c, e in sets.items() if not flags.get(c)}, getattr(sets, "arch", None))
     shown = "; ".join(f"{c} ({', '.join(f)})" for c, f in flagged[:5])
     more = f"; ... and {len(flagged) - 5} more" if len(flagged) > 5 else ""
     warnings.warn(load.SweepWarning(f"{what}: {len(flagged)} flagged cell(s) left out (include_flagged=True puts "
@@ -184,8 +272,10 @@ def _leave_out_flagged(sets: Dict[str, Set[Edge]], flags: Dict[str, Optional[Lis
     return out
 
 
-def edge_sets(x, quality=None, include_flagged: bool = False) -> Dict[str, Set[Edge]]:
-    """{cell id: set of (from_edge, to_edge)} from ``consistent_edges``' table or ``load_results``.
+def edge_sets(x, quality=None, include_flagged: bool = False, arch=None) -> EdgeSets:
+    """{cell id: set of (from_edge, to_edge)} from ``consistent_edges``' table or ``load_results``,
+    as an ``EdgeSets`` that knows each cell's architecture (the table's ``arch`` column, the JSON's
+    metadata ``model``, ``n_layers``, ``n_heads``; or ``arch``: {cell: arch} or a settings table).
 
     Flagged cells (quality flags, module docstring) are left out with a ``load.SweepWarning`` naming
     them; ``include_flagged=True`` keeps them. The flags come from ``quality`` when given (a
@@ -196,11 +286,15 @@ def edge_sets(x, quality=None, include_flagged: bool = False) -> Dict[str, Set[E
         sets = {str(c): set(zip(g["from_edge"].astype(str), g["to_edge"].astype(str)))
                 for c, g in x.groupby("cell_id", sort=True, observed=True)}
         flags = _flags_of(x) if "flags" in x else {}
+        archs = _arch_of_table(x.drop_duplicates("cell_id")) if "arch" in x else {}
     else:
         sets = {c: {(e["from_edge"], e["to_edge"]) for e in r["edges"]} for c, r in x.items()}
         flags = _flags_of(x)
+        archs = {c: _arch_of_result(r) for c, r in x.items()}
     if quality is not None:
         flags.update(_flags_of(quality))
+    sets = EdgeSets(sets, archs)
+    sets.arch = _archs(sets, arch)
     return _leave_out_flagged(sets, flags, include_flagged, "edge_sets")
 
 
@@ -211,40 +305,64 @@ def jaccard(a: Set[Edge], b: Set[Edge]) -> float:
     return len(a & b) / len(a | b)
 
 
-def jaccard_matrix(sets: Dict[str, Set[Edge]], quality=None, include_flagged: bool = False) -> pd.DataFrame:
-    """Cell x cell Jaccard similarity of the consistent-edge sets.
+def jaccard_matrix(sets: Dict[str, Set[Edge]], quality=None, include_flagged: bool = False,
+                   arch=None) -> pd.DataFrame:
+    """Cell x cell Jaccard similarity of the consistent-edge sets, cells ordered by architecture
+    then id. Two cells of different architectures are never compared: their entry is NaN (node
+    names of BM1 and BM2 share no meaning). The architectures come from ``arch`` ({cell: arch}, or
+    a table with cell_id and arch, or model, n_layers, n_heads) or from ``edge_sets``' result;
+    cells of unknown architecture are compared only with each other.
 
     ``edge_sets`` has already left flagged cells out; given ``quality`` (as for ``edge_sets``) the
     flagged cells among ``sets`` are left out here too, with a ``load.SweepWarning`` naming them
     (``include_flagged=True`` keeps them). Without ``quality`` every cell of ``sets`` is used."""
+    archs = _archs(sets, arch)
     sets = _leave_out_flagged(sets, _flags_of(quality), include_flagged, "jaccard_matrix")
-    ids = sorted(sets)
+    ids = sorted(sets, key=lambda c: (str(archs.get(c)), c))
     m = pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
     for a, b in combinations(ids, 2):
-        m.loc[a, b] = m.loc[b, a] = jaccard(sets[a], sets[b])
+        m.loc[a, b] = m.loc[b, a] = jaccard(sets[a], sets[b]) if archs.get(a) == archs.get(b) else np.nan
     return m
 
 
+def jaccard_by_arch(sets: Dict[str, Set[Edge]], quality=None, include_flagged: bool = False,
+                    arch=None) -> Dict[Optional[str], pd.DataFrame]:
+    """{architecture: ``jaccard_matrix`` of its cells}."""
+    archs = _archs(sets, arch)
+    sets = _leave_out_flagged(sets, _flags_of(quality), include_flagged, "jaccard_by_arch")
+    out = {}
+    for a in sorted({archs.get(c) for c in sets}, key=str):
+        out[a] = jaccard_matrix({c: e for c, e in sets.items() if archs.get(c) == a})
+    return out
+
+
 def recurrence(sets: Dict[str, Set[Edge]], settings: Optional[pd.DataFrame] = None, quality=None,
-               include_flagged: bool = False) -> pd.DataFrame:
-    """Every edge with the number of cells it is consistent in (most first) and, given a table of
-    cell settings (cell_id, feature, commandset, model, flags), which features / command sets /
-    models those cells have.
+               include_flagged: bool = False, arch=None) -> pd.DataFrame:
+    """Every edge of every architecture with the number of cells of that architecture it is
+    consistent in (most first) and, given a table of cell settings (cell_id, feature, commandset,
+    model, flags), which features / command sets / models those cells have. The same name in two
+    architectures is two rows (column ``arch``; None when unknown): ``share`` is the fraction of
+    that architecture's cells. Architectures: ``arch``, else the settings table (an ``arch``
+    column, or model, n_layers and n_heads), else ``edge_sets``' result.
 
     Flagged cells: as ``jaccard_matrix`` (left out when ``quality`` says so, with a warning;
     ``edge_sets`` has already left them out of its sets by default); without ``quality``, a
     ``flags`` column of ``settings`` (``load_sweep``'s) is used. ``share`` counts the cells used."""
     if quality is None and settings is not None and "flags" in settings and "cell_id" in settings:
         quality = settings[["cell_id", "flags"]]
+    archs = _archs(sets, arch if arch is not None else
+                   (settings.drop_duplicates("cell_id") if settings is not None and _arch_of_table(settings) else None))
     sets = _leave_out_flagged(sets, _flags_of(quality), include_flagged, "recurrence")
-    by_edge: Dict[Edge, List[str]] = {}
+    by_edge: Dict[tuple, List[str]] = {}
+    n_arch: Dict[Optional[str], int] = {}
     for cell, es in sets.items():
+        n_arch[archs.get(cell)] = n_arch.get(archs.get(cell), 0) + 1
         for e in es:
-            by_edge.setdefault(e, []).append(cell)
+            by_edge.setdefault((archs.get(cell),) + tuple(e), []).append(cell)
     info = settings.drop_duplicates("cell_id").set_index("cell_id") if settings is not None else None
     rows = []
-    for (f, t), cells in by_edge.items():
-        row = {"from_edge": f, "to_edge": t, "n_cells": len(cells), "share": len(cells) / max(len(sets), 1),
+    for (a, f, t), cells in by_edge.items():
+        row = {"arch": a, "from_edge": f, "to_edge": t, "n_cells": len(cells), "share": len(cells) / max(n_arch[a], 1),
                "cells": sorted(cells)}
         if info is not None:
             sub = info.loc[[c for c in cells if c in info.index]]
@@ -254,5 +372,7 @@ def recurrence(sets: Dict[str, Set[Edge]], settings: Optional[pd.DataFrame] = No
         rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:
-        return pd.DataFrame(columns=["from_edge", "to_edge", "n_cells", "share", "cells"])
-    return out.sort_values(["n_cells", "from_edge", "to_edge"], ascending=[False, True, True]).reset_index(drop=True)
+        return pd.DataFrame(columns=["arch", "from_edge", "to_edge", "n_cells", "share", "cells"])
+    out["_a"] = out["arch"].astype(str)
+    out = out.sort_values(["n_cells", "_a", "from_edge", "to_edge"], ascending=[False, True, True, True])
+    return out.drop(columns="_a").reset_index(drop=True)

@@ -271,21 +271,46 @@ def _graph(d: dict):
     return (list(d["upstream"]), list(d["downstream"]), np.asarray(d["valid"]).tobytes())
 
 
-def _scan(out: str, cells: Optional[Iterable[str]] = None, keep=False):
-    """(manifest, inventory rows, {(cell, batch): unit} of the ok files when ``keep``: True keeps
-    ``_KEPT``, a tuple of dataset names keeps those)."""
-    manifest = read_manifest(out)
-    wanted = set(cells) if cells is not None else None
-    if wanted is not None:
-        unknown = wanted - {c["id"] for c in manifest["cells"]}
-        if unknown:
-            raise SweepError(f"{os.path.join(out, 'sweep.json')}: no cell {sorted(unknown)[0]!r} "
-                             f"({len(unknown)} of the cells asked for are not in the manifest)")
-    rows, units = [], {}
+def _select(manifest: dict, cells, where: str) -> Optional[set]:
+    """The ids of the manifest cells ``cells`` selects (None: every cell): an iterable of cell ids
+    (each must be in the manifest), a dict {setting: value or list of values} (e.g. ``{"model": 2,
+    "feature": ["EngTableName", "DefTableName"]}``, matched against the manifest's entries) or a
+    callable taking a manifest cell entry (a dict) and returning True for the cells wanted."""
+    if cells is None:
+        return None
+    if callable(cells):
+        return {c["id"] for c in manifest["cells"] if cells(c)}
+    if isinstance(cells, dict):
+        known = set().union(*(set(c) for c in manifest["cells"])) | {"cell_id"} if manifest["cells"] else {"cell_id"}
+        for k in cells:
+            if k not in known:
+                raise SweepError(f"{where}: cells filter: no setting {k!r} in the manifest's cells "
+                                 f"(known: {', '.join(sorted(known))})")
+
+        def match(c, k, v):
+            have = c["id"] if k == "cell_id" else c.get(k)
+            vs = list(v) if isinstance(v, (list, tuple, set, frozenset)) else [v]
+            return any(have == x or str(have) == str(x) for x in vs)
+
+        return {c["id"] for c in manifest["cells"] if all(match(c, k, v) for k, v in cells.items())}
+    if isinstance(cells, str):
+        cells = [cells]
+    wanted = set(cells)
+    unknown = wanted - {c["id"] for c in manifest["cells"]}
+    if unknown:
+        raise SweepError(f"{where}: no cell {sorted(unknown)[0]!r} "
+                         f"({len(unknown)} of the cells asked for are not in the manifest)")
+    return wanted
+
+
+def _scan_cells(out: str, manifest: dict, wanted: Optional[set], keep=False):
+    """Per manifest cell (of ``wanted``; None: all), in manifest order: (cell entry, its inventory
+    rows, {batch: unit} of its ok files when ``keep``). One cell's units at a time are in memory."""
     for c in manifest["cells"]:
         cid, n = c["id"], int(c["n_batches"])
         if wanted is not None and cid not in wanted:
             continue
+        rows, units = [], {}
         first = None  # (path, graph) of the cell's first ok batch
         for b in range(n):
             path = unit_path(out, cid, b)
@@ -309,13 +334,19 @@ def _scan(out: str, cells: Optional[Iterable[str]] = None, keep=False):
                 if keep:  # what the tables need; token ids and words stay on disk
                     names = _KEPT if keep is True else keep
                     u["data"] = {k: u["data"][k] for k in names if k in u["data"]}
-                    units[(cid, b)] = u
+                    u["path"] = path
+                    units[b] = u
             elif os.path.exists(failure_path(out, cid, b)):
                 fp = failure_path(out, cid, b)
                 with open(fp, encoding="utf-8", errors="replace") as f:
                     rows.append((cid, b, "failed", fp, f.readline().strip() or "(no message)"))
             else:
                 rows.append((cid, b, "missing", path, ""))
+        yield c, rows, units
+
+
+def _extra_rows(out: str, manifest: dict, wanted: Optional[set]) -> list:
+    rows = []
     counts = {c["id"]: int(c["n_batches"]) for c in manifest["cells"]}
     for cid, b, path in unit_files(out, wanted):
         if cid not in counts:
@@ -324,6 +355,19 @@ def _scan(out: str, cells: Optional[Iterable[str]] = None, keep=False):
             rows.append((cid, b, "extra", path, f"not the name of batch {b} (b{b:05d}.h5): not used"))
         elif b >= counts[cid]:
             rows.append((cid, b, "extra", path, f"beyond the manifest's n_batches {counts[cid]}: not used"))
+    return rows
+
+
+def _scan(out: str, cells=None, keep=False):
+    """(manifest, inventory rows, {(cell, batch): unit} of the ok files when ``keep``: True keeps
+    ``_KEPT``, a tuple of dataset names keeps those). ``cells``: as ``_select``."""
+    manifest = read_manifest(out)
+    wanted = _select(manifest, cells, os.path.join(out, "sweep.json"))
+    rows, units = [], {}
+    for c, crows, cunits in _scan_cells(out, manifest, wanted, keep):
+        rows += crows
+        units.update({(c["id"], b): u for b, u in cunits.items()})
+    rows += _extra_rows(out, manifest, wanted)
     return manifest, rows, units
 
 
@@ -641,71 +685,317 @@ def cell_quality(out: str, cells: Optional[Iterable[str]] = None, complete_only:
 
 
 SWEEP_COLUMNS = SETTINGS + ["batch", "upstream", "downstream", "from_edge", "to_edge", "up_index", "down_index", "score",
-                            "norm_score", "complete", "flags"]
+                            "norm_score", "complete", "flags", "arch"]
+# The wide format: one row per (cell, usable batch); ``scores`` holds the batch's raw scores as a
+# float32 array over its graph's edge table (``df.attrs["edges"][graph]``), or over its top-k edges
+# (``edge_ids``, best first) when ``top_k`` is given.
+WIDE_COLUMNS = SETTINGS + ["batch", "arch", "graph", "complete", "flags", "clean_ld", "corrupt_ld", "scale", "n_edges",
+                           "scores"]
+EDGE_COLUMNS = ["edge", "upstream", "downstream", "from_edge", "to_edge", "up_index", "down_index"]
 
 
-def load_sweep(out: str, cells: Optional[Iterable[str]] = None, complete_only: bool = False,
+def arch_of(model, n_layers, n_heads) -> str:
+    """The architecture a cell's node names belong to: ``BM2.24x14`` (model number, which names the
+    family in a job: BM1 GPT-Neo, BM2 Qwen2, BM3 Llama; layers x heads). Node names (``l0.h3``)
+    are comparable only between cells of one architecture."""
+    try:
+        return f"BM{int(model)}.{int(n_layers)}x{int(n_heads)}"
+    except (TypeError, ValueError):
+        return f"BM{model}.{n_layers}x{n_heads}"
+
+
+def file_name(node: str) -> str:
+    """The inverse of ``display_name``: ``l1.h3.q`` -> ``head.1.3.q``, ``l0.mlp`` -> ``mlp.0``."""
+    m = re.match(r"^l(\d+)\.(?:h(\d+)(?:\.([qkv]))?|(mlp))$", node)
+    if not m:
+        return node
+    if m.group(4):
+        return f"mlp.{m.group(1)}"
+    return f"head.{m.group(1)}.{m.group(2)}" + (f".{m.group(3)}" if m.group(3) else "")
+
+
+def _edge_wanted(edges):
+    """A function (arch, upstream names, downstream names, ui, di) -> bool mask over a graph's
+    edges for ``load_sweep(edges=...)``: pairs of node names in either notation (``("l0.h1",
+    "l1.mlp")`` or ``("head.0.1", "mlp.1")``), a table with from_edge / to_edge (or upstream /
+    downstream) columns such as ``compare.consistent_edges``' (with an ``arch`` column its edges
+    select in their own architecture only), or {arch: pairs}."""
+    if edges is None:
+        return None
+    per_arch: Dict[Optional[str], set] = {}
+
+    def add(arch, pairs):
+        s = per_arch.setdefault(arch, set())
+        for p in pairs:
+            if len(p) != 2:
+                raise ValueError(f"edges: {p!r} is not a (from, to) pair of node names")
+            s.add((file_name(str(p[0])), file_name(str(p[1]))))
+
+    if isinstance(edges, pd.DataFrame):
+        a, b = ("from_edge", "to_edge") if "from_edge" in edges else ("upstream", "downstream")
+        if a not in edges or b not in edges:
+            raise ValueError("edges: a table needs from_edge and to_edge (or upstream and downstream) columns")
+        if "arch" in edges:
+            for arch, g in edges.groupby("arch", observed=True):
+                add(str(arch), zip(g[a].astype(str), g[b].astype(str)))
+        else:
+            add(None, zip(edges[a].astype(str), edges[b].astype(str)))
+    elif isinstance(edges, dict):
+        for arch, pairs in edges.items():
+            add(str(arch), pairs)
+    else:
+        add(None, list(edges))
+
+    def mask(arch, up, down, ui, di):
+        want = per_arch.get(None, set()) | per_arch.get(arch, set())
+        if not want:
+            return np.zeros(len(ui), dtype=bool)
+        ups = {n for n, _ in want}
+        downs = {n for _, n in want}
+        up_ok = np.array([n in ups for n in up], dtype=bool)
+        down_ok = np.array([n in downs for n in down], dtype=bool)
+        m = up_ok[ui] & down_ok[di]
+        for i in np.nonzero(m)[0]:
+            m[i] = (up[ui[i]], down[di[i]]) in want
+        return m
+
+    return mask
+
+
+def _top_k(raw: np.ndarray, scale: float, ui: np.ndarray, di: np.ndarray, k: int, signed: bool) -> np.ndarray:
+    """Indices (into raw) of the k edges ranked first as ``compare.top_n`` ranks them: by |norm
+    score| (signed: norm score) largest first, ties by (upstream, downstream) index; raw score when
+    the cell is degenerate (no normalised score)."""
+    s = raw.astype(np.float64) * scale if np.isfinite(scale) else raw.astype(np.float64)
+    key = s if signed else np.abs(s)
+    if k >= len(key):
+        cand = np.arange(len(key))
+    else:
+        kth = np.partition(key, len(key) - k)[len(key) - k]
+        cand = np.nonzero(key >= kth)[0]  # every tie at the boundary, then the exact order
+    order = np.lexsort((di[cand], ui[cand], -key[cand]))
+    return cand[order[:k]]
+
+
+def load_sweep(out: str, cells=None, complete_only: bool = False,
                strict: bool = False, min_effect_vs_clean: Optional[float] = None,
-               min_effect_vs_spread: Optional[float] = None, min_accuracy: Optional[float] = None) -> pd.DataFrame:
-    """The tidy table: one row per (cell, usable batch, valid edge).
+               min_effect_vs_spread: Optional[float] = None, min_accuracy: Optional[float] = None,
+               edges=None, top_k: Optional[int] = None, signed_rank: bool = False, wide: bool = False) -> pd.DataFrame:
+    """The scores of a sweep: the tidy table (one row per cell, usable batch and edge) or, with
+    ``wide=True``, one row per (cell, usable batch) with the scores as an array.
 
-    Columns: the cell's settings (``SETTINGS``, the manifest's), ``batch``, ``upstream`` /
-    ``downstream`` (node names as in the file, e.g. ``head.0.3``, ``mlp.1``), ``from_edge`` /
-    ``to_edge`` (the notebook's names, e.g. ``l0.h3``), ``up_index`` / ``down_index`` (graph
-    indices, the ranking's tie order), ``score`` (raw, float32 as stored), ``norm_score`` (score x
-    1 / (LD_clean - LD_corr), NaN for a degenerate cell), ``complete`` (every batch 0 ..
+    Filters, applied while reading (a cell left out is never read; only one cell's unit files are
+    in memory at a time):
+
+    - ``cells``: cell ids, a dict {setting: value or list} (``{"model": 2, "feature":
+      "EngTableName"}``, the manifest's settings) or a callable on a manifest cell entry;
+    - ``edges``: only these edges (pairs of node names in either notation, a table with from_edge /
+      to_edge columns such as ``compare.consistent_edges``', or {arch: pairs}; names select within
+      each architecture, they are never matched across architectures' meanings);
+    - ``top_k``: per batch only its k first edges by |normalised score| (``signed_rank``: by the
+      signed score), ties by (upstream, downstream) index: ``compare.top_n``'s order;
+    - ``complete_only``: only complete (``done``) cells.
+
+    Tidy columns (``SWEEP_COLUMNS``): the cell's settings (``SETTINGS``, the manifest's), ``batch``,
+    ``upstream`` / ``downstream`` (node names as in the file, e.g. ``head.0.3``, ``mlp.1``),
+    ``from_edge`` / ``to_edge`` (the notebook's names, e.g. ``l0.h3``), ``up_index`` / ``down_index``
+    (graph indices, the ranking's tie order), ``score`` (raw, float32 as stored), ``norm_score``
+    (score x 1 / (LD_clean - LD_corr), NaN for a degenerate cell), ``complete`` (every batch 0 ..
     n_batches - 1 of the manifest is there and usable), ``flags`` (the cell's quality flags,
     comma-separated, "" for none: ``cell_quality``'s, from its usable batches, under the manifest's
-    thresholds or the keyword arguments; ``compare.edge_sets`` leaves flagged cells out by default).
+    thresholds or the keyword arguments; ``compare.edge_sets`` leaves flagged cells out by
+    default), ``arch`` (``arch_of``: node names compare only within one).
+
+    Wide columns (``WIDE_COLUMNS``): the settings, ``batch``, ``arch``, ``graph`` (the key of its
+    edge table in ``df.attrs["edges"]``: the arch, with ``/g2``, ``/g3``... for other graphs of that
+    architecture, e.g. ``downstream_heads = "none"``), ``complete``, ``flags``, ``clean_ld`` /
+    ``corrupt_ld`` (the cell's baselines), ``scale`` (1 / (LD_clean - LD_corr), NaN when
+    degenerate: ``norm_score = scores.astype(float64) * scale``), ``n_edges``, ``scores`` (float32
+    array over the edge table's rows, after the ``edges`` filter; with ``top_k`` the k first edges,
+    best first, and a column ``edge_ids`` with their rows in the edge table). The arrays of one
+    cell are rows of one matrix. ``df.attrs["edges"]``: {graph: table with ``EDGE_COLUMNS``}.
+    ``score_matrix`` stacks one graph's rows, ``wide_to_tidy`` gives the tidy table.
 
     Damaged and foreign unit files are left out with a ``SweepWarning`` naming them
     (``strict=True``: ``SweepError``); an empty table comes with a ``SweepWarning`` saying why.
     """
-    manifest, rows, units = _load(out, cells, strict, "load_sweep")
-    table = _units_table(manifest, units)
-    if table.empty:
-        return pd.DataFrame(columns=SWEEP_COLUMNS)
-    base = baselines(table).set_index("cell_id")
+    if top_k is not None and (isinstance(top_k, bool) or int(top_k) < 1):
+        raise ValueError(f"top_k = {top_k!r}: must be a positive number of edges")
+    manifest = read_manifest(out)
+    wanted = _select(manifest, cells, os.path.join(out, "sweep.json"))
     t = quality_thresholds(manifest, min_effect_vs_clean, min_effect_vs_spread, min_accuracy)
-    flags = {c: join_flags(q["flags"]) for c, q in _quality_rows(table, t).items()}
-    if complete_only and not base["complete"].any():
-        st = _statuses(manifest, rows)
-        listed = "; ".join(f"{c} {s}" for c, s in list(st.items())[:5]) + (" ..." if len(st) > 5 else "")
+    edge_mask = _edge_wanted(edges)
+    columns = WIDE_COLUMNS + (["edge_ids"] if top_k is not None and wide else []) if wide else SWEEP_COLUMNS
+    rows: list = []
+    parts: list = []          # tidy: frames; wide: row dicts
+    graphs: Dict[tuple, str] = {}      # (arch, graph bytes) -> graph key
+    edge_tables: Dict[str, pd.DataFrame] = {}
+    n_per_arch: Dict[str, int] = {}
+    statuses: Dict[str, str] = {}
+    any_units = any_complete = False
+    for c, crows, cunits in _scan_cells(out, manifest, wanted, keep=True):
+        rows += crows
+        statuses.update(_statuses({"cells": [c]}, crows))
+        if not cunits:
+            continue
+        any_units = True
+        table = _units_table(manifest, {(c["id"], b): u for b, u in cunits.items()})
+        b0 = baselines(table).iloc[0]
+        complete = bool(b0["complete"])
+        any_complete |= complete
+        if complete_only and not complete:
+            continue
+        flags = join_flags(_quality_rows(table, t)[c["id"]]["flags"])
+        scale = np.nan if b0["degenerate"] else 1.0 / (b0["clean_ld"] - b0["corrupt_ld"])
+        settings = table.iloc[0][SETTINGS].to_dict()
+        arch = arch_of(settings["model"], settings["n_layers"], settings["n_heads"])
+        first = cunits[min(cunits)]["data"]
+        up = np.asarray(first["upstream"], dtype=object)
+        down = np.asarray(first["downstream"], dtype=object)
+        valid = np.asarray(first["valid"]).astype(bool).reshape(len(up), len(down))
+        ui, di = np.nonzero(valid)
+        if edge_mask is not None:
+            sel = np.nonzero(edge_mask(arch, up, down, ui, di))[0]
+            ui, di = ui[sel], di[sel]
+        gkey = (arch, tuple(up), tuple(down), valid.tobytes(), edge_mask is not None)
+        if gkey not in graphs:
+            n_per_arch[arch] = n_per_arch.get(arch, 0) + 1
+            name = arch if n_per_arch[arch] == 1 else f"{arch}/g{n_per_arch[arch]}"
+            graphs[gkey] = name
+            if wide:
+                edge_tables[name] = pd.DataFrame({
+                    "edge": np.arange(len(ui), dtype=np.int32), "upstream": up[ui], "downstream": down[di],
+                    "from_edge": [display_name(n) for n in up[ui]], "to_edge": [display_name(n) for n in down[di]],
+                    "up_index": ui.astype(np.int32), "down_index": di.astype(np.int32)}, columns=EDGE_COLUMNS)
+        graph = graphs[gkey]
+        batches = sorted(cunits)
+        width = len(ui) if top_k is None else min(int(top_k), len(ui))
+        if wide:
+            block = np.empty((len(batches), width), dtype=np.float32)  # the cell's rows, one matrix
+            ids = np.empty((len(batches), width), dtype=np.int32) if top_k is not None else None
+        for i, b in enumerate(batches):
+            d = cunits[b]["data"]
+            scores = np.asarray(d["scores"], dtype=np.float32).reshape(len(up), len(down))
+            raw = scores[ui, di]
+            pick = None if top_k is None else _top_k(raw, scale, ui, di, int(top_k), signed_rank)
+            if wide:
+                if pick is None:
+                    block[i] = raw
+                else:
+                    block[i] = raw[pick]
+                    ids[i] = pick
+                row = dict(settings, batch=b, arch=arch, graph=graph, complete=complete, flags=flags,
+                           clean_ld=float(b0["clean_ld"]), corrupt_ld=float(b0["corrupt_ld"]), scale=scale,
+                           n_edges=width, scores=block[i])
+                if ids is not None:
+                    row["edge_ids"] = ids[i]
+                parts.append(row)
+            else:
+                keep_i = np.arange(len(raw)) if pick is None else np.sort(pick)  # edge order
+                r = raw[keep_i]
+                frame = pd.DataFrame({
+                    "batch": b, "upstream": up[ui[keep_i]], "downstream": down[di[keep_i]],
+                    "up_index": ui[keep_i].astype(np.int32), "down_index": di[keep_i].astype(np.int32),
+                    "score": r,
+                    # As the reducer: the float32 score promoted to double, times the double scale.
+                    "norm_score": r.astype(np.float64) * scale,
+                })
+                for k in SETTINGS:
+                    frame[k] = settings[k]
+                frame["complete"] = complete
+                frame["flags"] = flags
+                frame["arch"] = arch
+                parts.append(frame)
+        cunits.clear()  # this cell's unit files are no longer needed
+    _report(rows, strict, "load_sweep", stacklevel=3)
+    if not any_units:
+        warnings.warn(SweepWarning(f"load_sweep: no usable unit file in {out} ({_counts(rows)})"), stacklevel=2)
+    elif complete_only and not any_complete:
+        listed = "; ".join(f"{c} {s}" for c, s in list(statuses.items())[:5]) + (" ..." if len(statuses) > 5 else "")
         warnings.warn(SweepWarning(f"load_sweep(complete_only=True): no complete cell in {out} ({listed})"),
                       stacklevel=2)
+    if wide:
+        df = pd.DataFrame(parts, columns=columns)
+        for k in ("cell_id", "feature", "flags", "arch", "graph"):
+            df[k] = df[k].astype("category")
+        df.attrs["format"] = "wide"
+        df.attrs["edges"] = edge_tables
+        df.attrs["top_k"] = top_k
+        df.attrs["signed_rank"] = bool(signed_rank)
+        return df
+    if not parts:
         return pd.DataFrame(columns=SWEEP_COLUMNS)
-    frames = []
-    for row in table.itertuples(index=False):
-        b = base.loc[row.cell_id]
-        if complete_only and not b["complete"]:
-            continue
-        d = units[(row.cell_id, row.batch)]["data"]
-        scores = np.asarray(d["scores"], dtype=np.float32)
-        valid = np.asarray(d["valid"]).astype(bool).reshape(scores.shape)
-        ui, di = np.nonzero(valid)
-        up = np.asarray(d["upstream"], dtype=object)
-        down = np.asarray(d["downstream"], dtype=object)
-        raw = scores[ui, di]
-        scale = np.nan if b["degenerate"] else 1.0 / (b["clean_ld"] - b["corrupt_ld"])
-        frame = pd.DataFrame({
-            "batch": row.batch,
-            "upstream": up[ui], "downstream": down[di],
-            "up_index": ui.astype(np.int32), "down_index": di.astype(np.int32),
-            "score": raw,
-            # As the reducer: the float32 score promoted to double, times the double scale.
-            "norm_score": raw.astype(np.float64) * scale,
-        })
-        for k in SETTINGS:
-            frame[k] = getattr(row, k)
-        frame["complete"] = bool(b["complete"])
-        frame["flags"] = flags[row.cell_id]
-        frames.append(frame)
-    df = pd.concat(frames, ignore_index=True)
+    df = pd.concat(parts, ignore_index=True)
     names = {n: display_name(n) for n in pd.unique(pd.concat([df["upstream"], df["downstream"]]))}
     df["from_edge"] = df["upstream"].map(names)
     df["to_edge"] = df["downstream"].map(names)
-    for k in ("upstream", "downstream", "from_edge", "to_edge", "cell_id", "feature", "flags"):
+    for k in ("upstream", "downstream", "from_edge", "to_edge", "cell_id", "feature", "flags", "arch"):
         df[k] = df[k].astype("category")
+    return df[SWEEP_COLUMNS]
+
+
+def edge_table(wide: pd.DataFrame, graph: Optional[str] = None) -> pd.DataFrame:
+    """The edge table of one graph of a wide table (``EDGE_COLUMNS``); ``graph`` may be omitted
+    when the table has one."""
+    tables = wide.attrs.get("edges")
+    if tables is None:
+        raise ValueError("not a wide table (load_sweep(..., wide=True))")
+    if graph is None:
+        present = [str(g) for g in pd.unique(wide["graph"].astype(str))] if len(wide) else list(tables)
+        if len(present) != 1:
+            raise ValueError(f"the table holds {len(present)} graphs ({', '.join(present)}): name one "
+                             "(node names are not comparable across architectures)")
+        graph = present[0]
+    if graph not in tables:
+        raise ValueError(f"graph {graph!r}: not in the table (it has {', '.join(tables) or 'none'})")
+    return tables[graph]
+
+
+def score_matrix(wide: pd.DataFrame, graph: Optional[str] = None, normalised: bool = True):
+    """One graph's rows of a wide table as a matrix: (matrix [rows x edges], the rows (the wide
+    table without its arrays), the edge table). Normalised scores as float64 (NaN for degenerate
+    cells), raw ones as float32. With ``top_k`` the edges outside a row's top-k are NaN."""
+    edges = edge_table(wide, graph)
+    g = str(graph) if graph is not None else str(wide["graph"].iloc[0]) if len(wide) else None
+    sub = wide[wide["graph"].astype(str) == g] if g is not None else wide.iloc[:0]
+    dtype = np.float64 if normalised else np.float32
+    m = np.full((len(sub), len(edges)), np.nan, dtype=dtype) if "edge_ids" in sub else np.empty(
+        (len(sub), len(edges)), dtype=dtype)
+    for i, r in enumerate(sub.itertuples(index=False)):
+        v = r.scores.astype(dtype) * (r.scale if normalised else 1)
+        if "edge_ids" in sub:
+            m[i, r.edge_ids] = v
+        else:
+            m[i] = v
+    cols = [c for c in sub.columns if c not in ("scores", "edge_ids")]
+    return m, sub[cols].reset_index(drop=True), edges
+
+
+def wide_to_tidy(wide: pd.DataFrame) -> pd.DataFrame:
+    """The tidy table (``SWEEP_COLUMNS``) of a wide one: what ``load_sweep`` without ``wide`` gives
+    for the same filters (rows in edge order). Memory: one row per edge of every batch, so filter
+    first (a cell, ``edges``, ``top_k``)."""
+    if wide.attrs.get("format") != "wide":
+        raise ValueError("not a wide table (load_sweep(..., wide=True))")
+    frames = []
+    for r in wide.itertuples(index=False):
+        e = wide.attrs["edges"][str(r.graph)]
+        idx = np.sort(r.edge_ids) if "edge_ids" in wide else np.arange(len(r.scores))
+        raw = r.scores if "edge_ids" not in wide else r.scores[np.argsort(r.edge_ids)]
+        frame = pd.DataFrame({"batch": r.batch, "upstream": e["upstream"].to_numpy()[idx],
+                              "downstream": e["downstream"].to_numpy()[idx],
+                              "from_edge": e["from_edge"].to_numpy()[idx], "to_edge": e["to_edge"].to_numpy()[idx],
+                              "up_index": e["up_index"].to_numpy()[idx], "down_index": e["down_index"].to_numpy()[idx],
+                              "score": np.asarray(raw, dtype=np.float32),
+                              "norm_score": np.asarray(raw, dtype=np.float32).astype(np.float64) * r.scale})
+        for k in SETTINGS + ["complete", "flags", "arch"]:
+            frame[k] = getattr(r, k)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=SWEEP_COLUMNS)
+    df = pd.concat(frames, ignore_index=True)
+    for k in ("upstream", "downstream", "from_edge", "to_edge", "cell_id", "feature", "flags", "arch"):
+        df[k] = df[k].astype(str).astype("category")
     return df[SWEEP_COLUMNS]
 
 

@@ -75,7 +75,11 @@ Run add_plot_command(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("plot", "Draw result JSON files (ours or the notebook's) again as Sankey HTML / SVG");
   sub->add_option("FILE", a->files, "result JSON files (eap_results.*.json)")->required();
   sub->add_option("--out", a->out, "folder for the pictures (default: beside each JSON)");
+  // One value per --format (comma separated, or the option repeated): the files after it stay files.
   sub->add_option("--format", a->formats, "html, svg or both (comma separated)")
+      ->expected(1)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->delimiter(',')
       ->check(CLI::IsMember({"html", "svg"}))
       ->capture_default_str();

@@ -30,9 +30,9 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", TEAP_VERSION);
   app.require_subcommand(1);
   std::string log_level = "info";
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
-      ->capture_default_str();
+  const char* log_help = "trace, debug, info, warn, error, critical or off (before or after the subcommand)";
+  const auto log_levels = CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"});
+  app.add_option("--log-level", log_level, log_help)->check(log_levels)->capture_default_str();
 
   std::map<CLI::App*, teap::cli::Run> runs;
   auto add = [&](teap::cli::Run (*adder)(CLI::App&)) {
@@ -52,6 +52,8 @@ int main(int argc, char** argv) {
   add(teap::cli::add_eval_command);
   add(teap::cli::add_reduce_command);
   add(teap::cli::add_plot_command);
+  // `tinysql-eap run JOB --log-level debug` as well as `tinysql-eap --log-level debug run JOB`.
+  for (CLI::App* sub : app.get_subcommands({})) sub->add_option("--log-level", log_level, log_help)->check(log_levels);
 
   try {
     app.parse(argc, argv);

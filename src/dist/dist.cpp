@@ -73,6 +73,7 @@ void Runtime::abort(int code) const {
 struct Counter::State {
   MPI_Win win = MPI_WIN_NULL;
   int64_t* base = nullptr;
+  bool local_readable = false;  // rank 0, unified memory model: loads see the window's value
 };
 
 Counter::Counter(const Runtime& rt) : s_(std::make_unique<State>()) {
@@ -82,6 +83,10 @@ Counter::Counter(const Runtime& rt) : s_(std::make_unique<State>()) {
     MPI_Win_lock(MPI_LOCK_EXCLUSIVE, 0, 0, s_->win);
     *s_->base = 0;
     MPI_Win_unlock(0, s_->win);
+    int* model = nullptr;
+    int flag = 0;
+    MPI_Win_get_attr(s_->win, MPI_WIN_MODEL, &model, &flag);
+    s_->local_readable = flag && model && *model == MPI_WIN_UNIFIED;
   }
   rt.barrier();
 }
@@ -105,6 +110,11 @@ int64_t Counter::peek() {
   check(MPI_Fetch_and_op(nullptr, &got, MPI_INT64_T, 0, 0, MPI_NO_OP, s_->win), "fetch");
   MPI_Win_unlock(0, s_->win);
   return got;
+}
+
+int64_t Counter::local_value() const {
+  if (!s_->local_readable) return -1;
+  return __atomic_load_n(s_->base, __ATOMIC_ACQUIRE);
 }
 
 struct Group::State {

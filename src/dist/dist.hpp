@@ -42,6 +42,9 @@ class Counter {
   ~Counter();
   int64_t next();   // 0, 1, 2, ... in the order the ranks ask
   int64_t peek();   // the current value, without taking one
+  // The current value read from rank 0's own memory, without MPI: safe from another thread of
+  // rank 0 (a progress line) where the window's memory model is unified; -1 elsewhere.
+  int64_t local_value() const;
  private:
   struct State;
   std::unique_ptr<State> s_;

@@ -221,26 +221,57 @@ RunSummary run_sweep(const job::Job& job_as_read, const dist::Runtime& rt, const
   const dist::Group group(rt, job.settings.group_size);
   dist::Counter next(rt), finished(rt);
   const UnitEnv env{job, rt, group, threads};
-  Progress progress{to_do, plan.done_before, isatty(fileno(stderr)) != 0};
+  Progress progress;
+  progress.to_do = to_do;
+  progress.done_before = plan.done_before;
+  progress.tty = isatty(fileno(stderr)) != 0;
+  // Rank 0's progress line comes at least every 5 s, also while rank 0 runs a long unit itself.
+  std::optional<ProgressTicker> ticker;
+  if (rt.rank() == 0 && to_do > 0) {
+    progress.report(0, false);
+    ticker.emplace(progress, [&finished] { return finished.local_value(); });
+  }
   int64_t my_done = 0, my_failed = 0, my_failed_input = 0;
   bool stopped = false;
+  double seconds_waiting = 0, seconds_running = 0, seconds_publishing = 0;
+  using Clock = std::chrono::steady_clock;
+  const auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   while (const auto idx = pull(plan, group, next, stopped)) {
     const PlannedUnit& p = plan.pending[*idx];
+    const std::string& kind = plan.kinds[p.unit.kind].name;
+    const std::string& cell = job.cells[p.unit.cell].id;
+    spdlog::debug("takes unit {} of {}: {} {} batch {}{}", *idx + 1, to_do, kind, cell, p.unit.batch,
+                  p.needs.empty() ? std::string() : ", needs " + std::to_string(p.needs.size()) + " units");
     std::string failed_unit;
+    auto t0 = Clock::now();
     const Needs needs = wait_for_needs(job, plan, p, group, failed_unit);
+    if (!p.needs.empty()) {
+      seconds_waiting += since(t0);
+      spdlog::debug("{} {} batch {}: waited {:.2f} s for the units it needs ({})", kind, cell, p.unit.batch, since(t0),
+                    needs == Needs::ready ? "ready" : needs == Needs::failed ? "one failed" : "stopped");
+    }
     if (needs == Needs::stopped) {
       stopped = true;
       break;
     }
     UnitOutcome outcome;
+    t0 = Clock::now();
     if (needs == Needs::failed) outcome = UnitOutcome{UnitOutcome::Error::failure, "needs " + failed_unit + ", which failed", {}, {}, 0};
     else outcome = run_unit(env, *ws, plan, p.unit);
+    seconds_running += since(t0);
+    t0 = Clock::now();
     publish(job, plan, p.unit, outcome, group.leader());
+    seconds_publishing += since(t0);
+    spdlog::debug("{} {} batch {}: ran {:.3f} s, published {:.3f} s{}", kind, cell, p.unit.batch, outcome.seconds,
+                  since(t0), group.leader() ? "" : " (not the group's leader: nothing written)");
     (outcome.error == UnitOutcome::Error::none ? my_done : my_failed) += 1;
     my_failed_input += outcome.error == UnitOutcome::Error::input;
     if (group.leader()) finished.next();
     if (rt.rank() == 0) progress.report(finished.peek(), false);
   }
+  ticker.reset();
+  spdlog::debug("rank {} time: {:.2f} s running units, {:.2f} s writing them, {:.2f} s waiting for units they need",
+                rt.rank(), seconds_running, seconds_publishing, seconds_waiting);
   summary.units_done_now = rt.sum(group.leader() ? my_done : 0);
   summary.units_failed = rt.sum(group.leader() ? my_failed : 0);
   summary.units_failed_input = rt.sum(group.leader() ? my_failed_input : 0);

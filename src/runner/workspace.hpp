@@ -42,7 +42,11 @@ struct Workspace {
 
   void load(const job::Cell& c, const job::Settings& s) {
     const std::string k = c.weights + "|" + c.tokenizer + "|" + std::to_string(c.trim_vocab) + "|" + s.dtype + "|" + s.device;
-    if (k == key) return;
+    if (k == key) {
+      spdlog::debug("model cache hit: {} already loaded for cell {}", c.weights, c.id);
+      return;
+    }
+    if (!key.empty()) spdlog::debug("model cache miss: {} replaces the model loaded before", c.weights);
     model.reset();
     tok.reset();
     key.clear();
