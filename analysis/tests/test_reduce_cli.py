@@ -180,13 +180,46 @@ def test_empty_and_missing_sweeps(tmp_path):
     assert r.stderr.count("\n") == 1 and f"{nounits}/units: no unit files" in r.stderr
 
 
-def test_shared_plotly(sweep):
+def test_one_plotly_per_folder_unless_self_contained(sweep, tmp_path):
     out, cells = sweep
-    run_teap("reduce", out, "--shared-plotly", check=0)
+    run_teap("reduce", out, check=0)
     assert os.path.getsize(os.path.join(out, "plotly.min.js")) > 1_000_000
     c = next(c for c in cells if c["status"] == "done")
     page = open(os.path.join(out, "cells", c["id"], "sankey.html")).read()
     assert '<script src="../../plotly.min.js"></script>' in page and len(page) < 200_000
+    # --self-contained, into another folder: every page carries plotly, the folder has no copy.
+    alone = str(tmp_path / "alone")
+    run_teap("reduce", out, "--self-contained", "--out", alone, check=0)
+    page = open(os.path.join(alone, "cells", c["id"], "sankey.html")).read()
+    assert "<script src=" not in page and len(page) > 1_000_000
+    assert not os.path.exists(os.path.join(alone, "plotly.min.js"))
+    # The old flag still works (it is the default).
+    run_teap("reduce", out, "--shared-plotly", check=0)
+
+
+def test_reduce_out_keeps_each_top_n(sweep, tmp_path):
+    """reduce --out DIR: a second reduce with another top-n does not overwrite the first."""
+    out, cells = sweep
+    run_teap("reduce", out, check=0)
+    c = next(c for c in cells if c["status"] == "done")
+    first = open(result_path(out, c)).read()
+    top2 = os.path.join(out, "top2")
+    r = run_teap("reduce", out, "--top-n", "2", "--out", top2, check=0)
+    assert f"{top2}/index.html" in r.stdout
+    assert open(result_path(out, c)).read() == first  # the first reduce's results are untouched
+    second = json.loads(open(result_path(top2, c)).read())
+    assert second["parameters"]["top_n_edges"] == 2 and len(second["edges"]) <= 2
+    assert os.path.getsize(os.path.join(top2, "plotly.min.js")) > 1_000_000
+    assert os.path.isfile(os.path.join(top2, "index.html"))
+    # Refused, one line: a file in the way, another sweep's folder.
+    (tmp_path / "file").write_text("x")
+    r = run_teap("reduce", out, "--out", str(tmp_path / "file"), check=2)
+    assert r.stderr.count("\n") == 1 and f"--out {tmp_path / 'file'}: not a folder" in r.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "sweep.json").write_text("{}")
+    r = run_teap("reduce", out, "--out", str(other), check=2)
+    assert r.stderr.count("\n") == 1 and "holds another sweep" in r.stderr
 
 
 def test_reduced_pages_render_in_chromium(sweep, have_chromium, tmp_path):

@@ -80,13 +80,24 @@ def node_layers(nodes: List[str]) -> Dict[str, int]:
     return {n: (last + 1 if k[0] == _LOGITS else k[0]) for n, k in keys.items()}
 
 
+def node_part(name: str) -> int:
+    """Column within a layer: 0 head inputs (q/k/v), 1 head outputs (and input, logits, other names), 2 MLP."""
+    k = node_key(name)
+    return 2 if k[1] == 2 else 0 if (k[1] == 1 and k[3] > 0) else 1
+
+
 def _notebook_layer(node: str) -> int:
     return int(node.split('.')[0][1:]) if '.' in node else 0
 
 
 def sankey_data(top_edges: List[Tuple[str, str, float]], layer_spacing: bool = False,
                 notebook_order: bool = False) -> dict:
-    """The notebook's nodes, labels, colours, links and ghost links as plain lists."""
+    """The notebook's nodes, labels, colours, links and ghost links as plain lists.
+
+    Ghost links (``layer_spacing``): the notebook chained layers, which let plotly put a head that
+    feeds its own layer's MLP a column early; tinysql-eap chains the columns of a layer (head
+    inputs, head outputs, MLP) instead, so that every node lands in its layer's column (as
+    src/report/sankey.cpp). ``notebook_order=True`` keeps the notebook's own set order and layers."""
     nodes = set()
     for src, dst, _ in top_edges:
         nodes.add(src)
@@ -124,7 +135,13 @@ def sankey_data(top_edges: List[Tuple[str, str, float]], layer_spacing: bool = F
         included_layer_nodes[layer_of(dst)].append(dst)
 
     if layer_spacing:
-        ordered_lyr_nodes = [ns for _, ns in sorted(included_layer_nodes.items())]
+        if notebook_order:
+            ordered_lyr_nodes = [ns for _, ns in sorted(included_layer_nodes.items())]
+        else:
+            columns: Dict[tuple, List[str]] = defaultdict(list)
+            for n in nodes:  # already in layer, then node order
+                columns[(layer_of(n), node_part(n))].append(n)
+            ordered_lyr_nodes = [ns for _, ns in sorted(columns.items())]
         ghost_edge_val = 1e-6
         for lyr_1_nodes, lyr_2_nodes in zip(ordered_lyr_nodes[:-1], ordered_lyr_nodes[1:]):
             first_lyr_1_node = lyr_1_nodes[0]
@@ -135,7 +152,8 @@ def sankey_data(top_edges: List[Tuple[str, str, float]], layer_spacing: bool = F
                 values.append(ghost_edge_val)
                 labels.append("")
                 colors.append("rgba(0,255,0,0.0)")
-            for lyr_2_node in lyr_2_nodes:
+            # The notebook linked the first node to the next first twice; once is enough.
+            for lyr_2_node in (lyr_2_nodes if notebook_order else lyr_2_nodes[1:]):
                 sources.append(node_to_idx[first_lyr_1_node])
                 targets.append(node_to_idx[lyr_2_node])
                 values.append(ghost_edge_val)

@@ -1,5 +1,6 @@
 // `tinysql-eap plot FILE.json...`: draws a result JSON again (ours or one the notebook wrote) as
-// the Sankey HTML page and/or the SVG, named after the JSON file.
+// the Sankey HTML page and/or the SVG, named after the JSON file. The pages of a folder share one
+// plotly.min.js beside them unless --self-contained.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -70,6 +71,7 @@ Run add_plot_command(CLI::App& app) {
   struct Args {
     std::vector<std::string> files, formats = {"html", "svg"};
     std::string out;
+    bool self_contained = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("plot", "Draw result JSON files (ours or the notebook's) again as Sankey HTML / SVG");
@@ -83,6 +85,9 @@ Run add_plot_command(CLI::App& app) {
       ->delimiter(',')
       ->check(CLI::IsMember({"html", "svg"}))
       ->capture_default_str();
+  sub->add_flag("--self-contained", a->self_contained,
+                "put plotly.js (4.6 MB) into every HTML page so that it opens alone, instead of one plotly.min.js "
+                "beside the pages");
   return [a] {
     bool html = false, svg = false;
     for (const auto& f : a->formats) (f == "html" ? html : svg) = true;
@@ -117,7 +122,9 @@ Run add_plot_command(CLI::App& app) {
       const report::PageInfo info = page_info(a->files[i], results[i]);
       if (html) {
         const std::string p = (dir / (stem + ".html")).string();
-        write_file_atomic(p, report::sankey_html(s, info, js));
+        if (!a->self_contained) write_if_changed((dir / "plotly.min.js").string(), js);
+        write_file_atomic(p, a->self_contained ? report::sankey_html(s, info, js)
+                                               : report::sankey_html(s, info, "", "plotly.min.js"));
         std::printf("%s\n", p.c_str());
       }
       if (svg) {

@@ -424,7 +424,8 @@ CompareCell read_compare_cell(const std::string& out, const json& manifest, cons
 // This sweep (out) against OTHER, cell by cell, with the comparison's JSON written beside
 // index.html as compare-<OTHER's folder name>.json.
 report::MethodComparison compare_sweeps(const std::string& out, const json& manifest, const std::string& other,
-                                        const json& other_manifest, int top_n_override, bool signed_rank) {
+                                        const json& other_manifest, int top_n_override, bool signed_rank,
+                                        const std::string& dest) {
   report::MethodComparison m;
   m.other = other;
   std::map<std::string, const json*> theirs;
@@ -513,7 +514,7 @@ report::MethodComparison compare_sweeps(const std::string& out, const json& mani
   std::string name = fs::path(fs::absolute(other).lexically_normal()).filename().string();
   if (name.empty() || name == "." || name == "..") name = "other";
   m.json_href = "compare-" + name + ".json";
-  write_file_atomic(out + "/" + m.json_href, j.dump(2) + "\n");
+  write_file_atomic(dest + "/" + m.json_href, j.dump(2) + "\n");
   return m;
 }
 
@@ -555,11 +556,28 @@ json quality_json(const eap::CellQuality& q, const eap::QualityThresholds& t) {
   return j;
 }
 
-std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool signed_rank, bool shared_plotly,
-                         const QualityOptions& quality, const std::string& compare_arg) {
-  const std::string out = out_arg.size() > 1 && out_arg.back() == '/' ? out_arg.substr(0, out_arg.size() - 1) : out_arg;
-  const std::string other =
-      compare_arg.size() > 1 && compare_arg.back() == '/' ? compare_arg.substr(0, compare_arg.size() - 1) : compare_arg;
+// A folder argument without its trailing '/'.
+std::string folder_arg(const std::string& s) { return s.size() > 1 && s.back() == '/' ? s.substr(0, s.size() - 1) : s; }
+
+// reduce --out DEST: a folder for the results, not another sweep (whose own results would mix
+// with these); checked before any work.
+void check_dest(const std::string& dest, const std::string& out) {
+  std::error_code ec;
+  if (fs::exists(dest, ec) && !fs::is_directory(dest, ec)) throw InputError("--out " + dest + ": not a folder");
+  if (fs::equivalent(dest, out, ec)) return;
+  if (fs::exists(fs::path(dest) / "sweep.json", ec))
+    throw InputError("--out " + dest + ": holds another sweep (sweep.json): give a folder for results only");
+  fs::create_directories(dest, ec);
+  if (ec || !fs::is_directory(dest)) throw InputError("--out " + dest + ": cannot be created as a folder (" + ec.message() + ")");
+}
+
+std::string reduce_sweep(const std::string& out_arg, const ReduceOptions& options) {
+  const int top_n_override = options.top_n;
+  const bool signed_rank = options.signed_rank;
+  const QualityOptions& quality = options.quality;
+  const std::string out = folder_arg(out_arg);
+  const std::string other = folder_arg(options.compare_with);
+  const std::string dest = options.dest.empty() ? out : folder_arg(options.dest);
   // OTHER is checked before any work: a wrong folder is one line naming it.
   const json other_manifest = other.empty() ? json() : read_manifest_for_compare(other);
   const std::string manifest_path = out + "/sweep.json";
@@ -657,12 +675,14 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
   }
   if (!any_file) fail_input(out + "/units", "no unit files: the sweep has not finished any batch yet (run the job first)");
 
-  std::string plotly_js, plotly_src;
-  if (shared_plotly) {
-    write_file_atomic(out + "/plotly.min.js", report::load_plotly_js());
+  if (dest != out) check_dest(dest, out);
+  // One plotly.js for the folder's pages (cells/<id>/sankey.html load ../../plotly.min.js), unless
+  // every page is to open alone. Loaded here either way: a missing file fails before any work.
+  std::string plotly_js = report::load_plotly_js(), plotly_src;
+  if (!options.self_contained) {
+    write_if_changed(dest + "/plotly.min.js", plotly_js);
+    plotly_js.clear();
     plotly_src = "../../plotly.min.js";
-  } else {
-    plotly_js = report::load_plotly_js();  // fails early, before any work, when it is missing
   }
 
   // Second pass: reduce the complete cells, one at a time (their units are read, then released).
@@ -720,7 +740,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
     p.s.clean_ld = bl.clean_ld;
     p.s.corrupt_ld = bl.corrupt_ld;
     p.s.clean_accuracy = prompts ? double(correct) / prompts : 0.0;
-    const fs::path dir = fs::path(out) / "cells" / p.s.id;
+    const fs::path dir = fs::path(dest) / "cells" / p.s.id;
     if (bl.degenerate()) {
       // Its evaluation files hold LDs but no F (F divides by LD_clean - LD_corr).
       if (p.eval.asked) p.s.no_faithfulness = "degenerate cell: " + bl.describe() + " (F divides by their difference)";
@@ -799,7 +819,8 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
   report::SweepSummary sum;
   sum.title = "tinysql-eap sweep: " + fs::path(fs::absolute(out)).lexically_normal().filename().string();
   const std::string job = manifest.contains("job") && manifest["job"].is_string() ? manifest["job"].get<std::string>() : "";
-  sum.lines = {"Folder " + fs::absolute(out).lexically_normal().string() + (job.empty() ? "" : "; job " + job),
+  sum.lines = {"Folder " + fs::absolute(out).lexically_normal().string() + (job.empty() ? "" : "; job " + job) +
+                   (dest == out ? "" : "; results in " + fs::absolute(dest).lexically_normal().string()),
                std::string("Top-n per batch: ") +
                    (top_n_override > 0 ? std::to_string(top_n_override) + " (--top-n)" : "the job's") + ", ranked by " +
                    (signed_rank ? "signed score" : "|score|") + "; consistent edges are in the top-n of every batch of the cell",
@@ -815,7 +836,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
   if (evaluates) sum.lines.push_back(evaluation_line(manifest["evaluate"], top_n_override, signed_rank));
   for (const Plan& p : plans) sum.cells.push_back(p.s);
   if (!other.empty()) {
-    sum.comparisons.push_back(compare_sweeps(out, manifest, other, other_manifest, top_n_override, signed_rank));
+    sum.comparisons.push_back(compare_sweeps(out, manifest, other, other_manifest, top_n_override, signed_rank, dest));
     const report::MethodComparison& m = sum.comparisons.back();
     if (m.rows.empty())
       spdlog::warn("reduce --compare {}: no cell is comparable ({}{})", other,
@@ -823,7 +844,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
                    m.not_compared.size() > 1 ? "; and " + std::to_string(m.not_compared.size() - 1) + " more" : "");
     std::printf("compared %zu cell(s) with %s: %s/%s\n", m.rows.size(), other.c_str(), out.c_str(), m.json_href.c_str());
   }
-  const std::string index = out + "/index.html";
+  const std::string index = dest + "/index.html";
   write_file_atomic(index, report::summary_html(sum));
 
   // What is not complete, listed; one warning line.
@@ -847,7 +868,7 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
       incomplete.push_back("evaluation incomplete: " + p.s.id + " (" + evaluation_progress(p.eval, p.s.n_batches) + ")");
       ++unevaluated;
     }
-  std::printf("reduced %d of %zu cells into %s/cells\n", done, plans.size(), out.c_str());
+  std::printf("reduced %d of %zu cells into %s/cells\n", done, plans.size(), dest.c_str());
   const size_t shown = std::min<size_t>(incomplete.size(), 30);
   for (size_t k = 0; k < shown; ++k) std::printf("  %s\n", incomplete[k].c_str());
   if (incomplete.size() > shown) std::printf("  ... and %zu more (see %s)\n", incomplete.size() - shown, index.c_str());
@@ -864,9 +885,9 @@ std::string reduce_sweep(const std::string& out_arg, int top_n_override, bool si
 
 Run add_reduce_command(CLI::App& app) {
   struct Args {
-    std::string out, compare;
+    std::string out, compare, dest;
     int top_n = 0;
-    bool signed_rank = false, shared_plotly = false, include_flagged = false;
+    bool signed_rank = false, shared_plotly = false, self_contained = false, include_flagged = false;
     double min_effect_vs_clean = 0, min_effect_vs_spread = 0, min_accuracy = 0;
   };
   auto a = std::make_shared<Args>();
@@ -893,16 +914,27 @@ Run add_reduce_command(CLI::App& app) {
                                       ->check(CLI::Range(0.0, 1.0));
   sub->add_flag("--include-flagged", a->include_flagged,
                 "put flagged cells back into the heatmap, its colour scale and the recurrence table");
-  sub->add_flag("--shared-plotly", a->shared_plotly,
-                "write plotly.min.js once as OUT/plotly.min.js and load it from there (pages then need that file "
-                "beside them) instead of putting 4.5 MB into every page");
+  sub->add_option("--out", a->dest,
+                  "folder for the results (cells/, index.html, plotly.min.js; default OUT), e.g. OUT/top5 for a second "
+                  "reduce with another --top-n beside the first");
+  sub->add_flag("--self-contained", a->self_contained,
+                "put plotly.js (4.6 MB) into every page so that each opens alone, instead of one plotly.min.js per "
+                "folder that the pages load");
+  sub->add_flag("--shared-plotly", a->shared_plotly, "(the default now; kept for old scripts)")->group("");
   return [a, sub_min_effect_clean, sub_min_effect_spread, sub_min_accuracy] {
     QualityOptions q;
     if (!sub_min_effect_clean->empty()) q.min_effect_vs_clean = a->min_effect_vs_clean;
     if (!sub_min_effect_spread->empty()) q.min_effect_vs_spread = a->min_effect_vs_spread;
     if (!sub_min_accuracy->empty()) q.min_accuracy = a->min_accuracy;
     q.include_flagged = a->include_flagged;
-    reduce_sweep(a->out, a->top_n, a->signed_rank, a->shared_plotly, q, a->compare);
+    ReduceOptions o;
+    o.top_n = a->top_n;
+    o.signed_rank = a->signed_rank;
+    o.self_contained = a->self_contained;
+    o.quality = q;
+    o.compare_with = a->compare;
+    o.dest = a->dest;
+    reduce_sweep(a->out, o);
   };
 }
 

@@ -35,9 +35,18 @@ struct QualityOptions {
   std::optional<double> min_effect_vs_clean, min_effect_vs_spread, min_accuracy;  // unset: the sweep's (job's [quality])
   bool include_flagged = false;  // flagged cells join colour scales and cross-cell tables
 };
-// compare_with: another sweep folder of the same cells scored by another method (reduce --compare):
-// a "Methods compared" section on the summary and OUT/compare-<its name>.json.
-std::string reduce_sweep(const std::string& out, int top_n = 0, bool signed_rank = false, bool shared_plotly = false,
-                         const QualityOptions& quality = {}, const std::string& compare_with = "");
+struct ReduceOptions {
+  int top_n = 0;  // 0: each cell's top_n from the manifest
+  bool signed_rank = false;
+  // plotly.js (4.6 MB) inside every page, instead of once per folder as DEST/plotly.min.js.
+  bool self_contained = false;
+  QualityOptions quality;
+  // Another sweep folder of the same cells scored by another method (reduce --compare): a
+  // "Methods compared" section on the summary and DEST/compare-<its name>.json.
+  std::string compare_with;
+  // Where the results go (reduce --out): cells/, index.html, plotly.min.js; empty: the sweep folder.
+  std::string dest;
+};
+std::string reduce_sweep(const std::string& out, const ReduceOptions& options = {});
 
 }  // namespace teap::cli

@@ -105,6 +105,8 @@ std::string fmt3(double x) {
   return b;
 }
 
+double round_to(double x, double step) { return std::round(x / step) * step; }
+
 std::string fmt2(double x) {
   char b[64];
   std::snprintf(b, sizeof b, "%.2f", x);
@@ -186,17 +188,27 @@ Sankey build_sankey(const std::vector<NamedEdge>& edges, bool layer_spacing) {
     SankeyNode n;
     n.name = order[i].name;
     n.layer = order[i].layer;
+    n.part = order[i].kind == 2 ? 2 : (order[i].kind == 1 && order[i].sub > 0) ? 0 : 1;
     n.color = kSankeyPalette[i % 10];
     idx[n.name] = static_cast<int>(i);
     s.nodes.push_back(std::move(n));
   }
+  // Columns: (layer, part) pairs that hold a node, in order; nodes are sorted by layer, and by part
+  // within it except the "other" names, hence the sort.
+  std::vector<std::pair<int, int>> cols;
+  for (const SankeyNode& n : s.nodes) cols.push_back({n.layer, n.part});
+  std::sort(cols.begin(), cols.end());
+  cols.erase(std::unique(cols.begin(), cols.end()), cols.end());
+  for (SankeyNode& n : s.nodes)
+    n.column = static_cast<int>(std::lower_bound(cols.begin(), cols.end(), std::make_pair(n.layer, n.part)) - cols.begin());
+  s.n_columns = static_cast<int>(cols.size());
   for (const NamedEdge& e : edges) {
     s.nodes[idx[e.from]].sum += e.score;
     s.nodes[idx[e.to]].sum += e.score;
   }
   for (SankeyNode& n : s.nodes) n.label = n.name + "<br>" + fmt3(n.sum);
 
-  std::map<int, std::vector<int>> included;  // layer -> nodes as the edges name them (repeats kept)
+  std::map<int, int> layers;
   for (const NamedEdge& e : edges) {
     SankeyLink l;
     l.source = idx[e.from];
@@ -206,10 +218,11 @@ Sankey build_sankey(const std::vector<NamedEdge>& edges, bool layer_spacing) {
     l.label = e.from + " " + kArrow + " " + e.to + "<br>" + fmt3(e.score);
     l.color = e.score == 0 ? "rgba(0,0,0,0.1)" : e.score > 0 ? "rgba(0,0,255,0.3)" : "rgba(255,0,0,0.3)";
     s.links.push_back(std::move(l));
-    included[s.nodes[idx[e.from]].layer].push_back(idx[e.from]);
-    included[s.nodes[idx[e.to]].layer].push_back(idx[e.to]);
   }
-  if (layer_spacing && included.size() > 1) {
+  for (const SankeyNode& n : s.nodes) layers[n.layer] = 1;
+  if (layer_spacing && s.n_columns > 1) {
+    std::vector<std::vector<int>> members(s.n_columns);
+    for (size_t i = 0; i < s.nodes.size(); ++i) members[s.nodes[i].column].push_back(static_cast<int>(i));
     auto ghost = [&](int a, int b) {
       SankeyLink l;
       l.source = a;
@@ -219,26 +232,34 @@ Sankey build_sankey(const std::vector<NamedEdge>& edges, bool layer_spacing) {
       l.ghost = true;
       s.links.push_back(std::move(l));
     };
-    for (auto it = included.begin(), nx = std::next(it); nx != included.end(); ++it, ++nx) {
-      const std::vector<int>& l1 = it->second;
-      const std::vector<int>& l2 = nx->second;
-      for (int n : l1) ghost(n, l2.front());
-      for (int n : l2) ghost(l1.front(), n);
+    for (int c = 0; c + 1 < s.n_columns; ++c) {
+      const std::vector<int>& a = members[c];
+      const std::vector<int>& b = members[c + 1];
+      for (int n : a) ghost(n, b.front());
+      for (size_t k = 1; k < b.size(); ++k) ghost(a.front(), b[k]);
     }
   }
-  s.n_layers = static_cast<int>(included.size());
-  s.height = std::max(250, 400);
-  s.width = std::max(50 * s.n_layers, 600);
+  s.n_layers = static_cast<int>(layers.size());
+  s.layout = layout_sankey(s);
+  const SankeyLayout& L = s.layout;
+  s.width = static_cast<int>(std::ceil(L.width + L.margin_left + L.margin_right));
+  s.height = static_cast<int>(std::ceil(L.height + L.margin_top + L.margin_bottom));
+  if (s.nodes.empty()) s.width = 600, s.height = 400;
   return s;
 }
 
 std::string sankey_html(const Sankey& s, const PageInfo& info, const std::string& plotly_js,
                         const std::string& plotly_src) {
   using oj = nlohmann::ordered_json;
-  oj labels = oj::array(), ncolors = oj::array();
-  for (const SankeyNode& n : s.nodes) {
+  const SankeyLayout& L = s.layout;
+  // Fixed places (fractions of the plot area; plotly reads them as node centres).
+  oj labels = oj::array(), ncolors = oj::array(), nx = oj::array(), ny = oj::array();
+  for (size_t i = 0; i < s.nodes.size(); ++i) {
+    const SankeyNode& n = s.nodes[i];
     labels.push_back(n.label);
     ncolors.push_back(n.color);
+    nx.push_back(round_to((L.column_x[n.column] + L.thickness / 2) / L.width, 1e-6));
+    ny.push_back(round_to(L.y[i] / L.height, 1e-6));
   }
   oj src = oj::array(), tgt = oj::array(), val = oj::array(), lab = oj::array(), col = oj::array();
   for (const SankeyLink& l : s.links) {
@@ -250,16 +271,43 @@ std::string sankey_html(const Sankey& s, const PageInfo& info, const std::string
   }
   oj trace = {{"type", "sankey"},
               {"arrangement", "perpendicular"},
-              {"node", {{"label", labels}, {"color", ncolors}, {"line", {{"width", 0.0}}}, {"pad", 15}, {"thickness", 20}}},
+              {"node",
+               {{"label", labels},
+                {"color", ncolors},
+                {"x", nx},
+                {"y", ny},
+                {"line", {{"width", 0.0}}},
+                {"pad", L.pad},
+                {"thickness", L.thickness}}},
               {"link", {{"source", src}, {"target", tgt}, {"value", val}, {"label", lab}, {"color", col}, {"arrowlen", 25}}},
               {"domain", {{"y", {0, 1}}}}};
-  oj layout = {{"font", {{"size", 14}}},
+  // Layer headings above the columns, dashed lines between layers.
+  oj notes = oj::array(), lines = oj::array();
+  for (size_t c = 0; c < L.column_x.size(); ++c) {
+    if (c > 0 && L.column_layer[c] == L.column_layer[c - 1]) continue;
+    const bool last = c + 1 == L.column_x.size() && c > 0;
+    std::string name = L.column_layer[c] < 0 ? "input" : "layer " + std::to_string(L.column_layer[c]);
+    for (const SankeyNode& n : s.nodes)
+      if (n.column == static_cast<int>(c) && n.name == "logits") name = "logits";
+    const double x = last ? (L.column_x[c] + L.thickness) / L.width : L.column_x[c] / L.width;
+    notes.push_back({{"text", name}, {"x", round_to(x, 1e-6)}, {"y", 1}, {"xref", "paper"}, {"yref", "paper"},
+                     {"xanchor", last ? "right" : "left"}, {"yanchor", "bottom"}, {"yshift", L.label_h / 2 + 4},
+                     {"showarrow", false}, {"font", {{"size", 12}, {"color", "#555"}}}});
+    if (c > 0) {
+      const double sx = round_to((L.column_x[c] - 10) / L.width, 1e-6);
+      lines.push_back({{"type", "line"}, {"xref", "paper"}, {"yref", "paper"}, {"x0", sx}, {"x1", sx}, {"y0", 0}, {"y1", 1},
+                       {"layer", "below"}, {"line", {{"color", "#ddd"}, {"width", 1}, {"dash", "dash"}}}});
+    }
+  }
+  oj layout = {{"font", {{"size", L.font_px}}},
                {"height", s.height},
                {"width", s.width},
                {"plot_bgcolor", "white"},
                {"paper_bgcolor", "white"},
-               {"margin", {{"t", 20}, {"l", 20}, {"r", 20}, {"b", 20}}},
-               {"hoverlabel", {{"font", {{"size", 14}}}}}};
+               {"margin", {{"t", L.margin_top}, {"l", L.margin_left}, {"r", L.margin_right}, {"b", L.margin_bottom}}},
+               {"hoverlabel", {{"font", {{"size", 14}}}}},
+               {"annotations", notes},
+               {"shapes", lines}};
   oj config = {{"displaylogo", false}, {"responsive", false}};
 
   std::string h;
@@ -298,103 +346,46 @@ std::string sankey_html(const Sankey& s, const PageInfo& info, const std::string
 }
 
 std::string sankey_svg(const Sankey& s, const PageInfo& info) {
-  const double node_w = 14, pad = 30, col_gap = 110, layer_gap = 40;
-  const double top = 44, bottom = 16, left = 16, right = 16, min_node_h = 4, min_link_w = 0.75;
-  const double inner_h0 = 400 - top - bottom;
   const std::string font = "font-family=\"Helvetica, Arial, sans-serif\"";
-
   std::string o = "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n";
   if (s.nodes.empty()) {
     o += "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"600\" height=\"120\" viewBox=\"0 0 600 120\">\n";
     o += "<title>" + xml_escape(info.title) + "</title>\n";
     o += "<rect width=\"600\" height=\"120\" fill=\"white\"/>\n";
-    o += "<text x=\"20\" y=\"60\" " + font + " font-size=\"14\" fill=\"#a00\">No edges: nothing to draw.</text>\n";
+    o += "<text x=\"20\" y=\"30\" " + font + " font-size=\"15\" font-weight=\"bold\" fill=\"#222\">" + xml_escape(info.title) + "</text>\n";
+    o += "<text x=\"20\" y=\"70\" " + font + " font-size=\"14\" fill=\"#a00\">No edges: nothing to draw.</text>\n";
     o += "</svg>\n";
     return o;
   }
-
-  // Columns: per layer, head inputs (q/k/v), then head outputs (and other nodes), then the MLP.
+  const SankeyLayout& L = s.layout;
   const size_t N = s.nodes.size();
-  std::vector<std::pair<int, int>> colkey(N);
-  for (size_t i = 0; i < N; ++i) {
-    const NodeKey k = parse_node(s.nodes[i].name);
-    const int sub = k.kind == 2 ? 2 : (k.kind == 1 && k.sub > 0) ? 0 : 1;
-    colkey[i] = {s.nodes[i].layer, sub};
-  }
-  std::vector<std::pair<int, int>> cols(colkey);
-  std::sort(cols.begin(), cols.end());
-  cols.erase(std::unique(cols.begin(), cols.end()), cols.end());
-  std::vector<int> col(N);
-  for (size_t i = 0; i < N; ++i) col[i] = static_cast<int>(std::lower_bound(cols.begin(), cols.end(), colkey[i]) - cols.begin());
-  std::vector<double> colx(cols.size());
-  double x = left;
-  for (size_t c = 0; c < cols.size(); ++c) {
-    if (c && cols[c].first != cols[c - 1].first) x += layer_gap;
-    colx[c] = x;
-    x += node_w + col_gap;
-  }
-  const double width = std::max(600.0, colx.back() + node_w + right + (cols.size() == 1 ? col_gap : 0));
+  const double header = 50;  // title and legend
+  const double ox = L.margin_left, oy = header + L.margin_top, min_link_w = 0.75;
+  const double width = std::max(L.width + L.margin_left + L.margin_right, 560.0);
+  const double height = oy + L.height + L.margin_bottom;
+  auto left = [&](int i) { return ox + L.column_x[s.nodes[i].column]; };
+  auto top = [&](int i) { return oy + L.y[i] - std::max(L.h[i], 1.0) / 2; };
+  auto nh = [&](int i) { return std::max(L.h[i], 1.0); };
 
-  // Node sizes: the larger of the |score| flowing in and out (as plotly sizes them).
-  std::vector<double> in(N, 0), out(N, 0), v(N, 0);
-  for (const SankeyLink& l : s.links)
-    if (!l.ghost) {
-      out[l.source] += l.value;
-      in[l.target] += l.value;
-    }
-  for (size_t i = 0; i < N; ++i) v[i] = std::max(in[i], out[i]);
-  std::vector<std::vector<int>> members(cols.size());
-  for (size_t i = 0; i < N; ++i) members[col[i]].push_back(static_cast<int>(i));  // node order within a column
-  double k = 1e300;
-  for (const auto& m : members) {
-    double sv = 0;
-    for (int i : m) sv += v[i];
-    // Crowded columns grow the picture rather than shrink their nodes below ~14 px on average.
-    const double room = std::max(inner_h0 - pad * (m.size() - 1), 14.0 * m.size());
-    if (sv > 0) k = std::min(k, room / sv);
-  }
-  if (k == 1e300) k = 1;
-  std::vector<double> nh(N), ny(N);
-  double inner_h = inner_h0;
-  for (const auto& m : members) {
-    double t = pad * (m.size() - 1);
-    for (int i : m) t += std::max(v[i] * k, min_node_h);
-    inner_h = std::max(inner_h, t);
-  }
-  for (const auto& m : members) {
-    double t = pad * (m.size() - 1);
-    for (int i : m) t += std::max(v[i] * k, min_node_h);
-    double y = top + (inner_h - t) / 2;
-    for (int i : m) {
-      nh[i] = std::max(v[i] * k, min_node_h);
-      ny[i] = y;
-      y += nh[i] + pad;
-    }
-  }
-  const double height = top + inner_h + bottom;
-
-  // Link ends, stacked at each node in the order of the node at the other end.
+  // Link ends, stacked at each node in the order of the height of the node at the other end.
   std::vector<int> real;
   for (size_t j = 0; j < s.links.size(); ++j)
     if (!s.links[j].ghost) real.push_back(static_cast<int>(j));
-  auto lw = [&](const SankeyLink& l) { return std::max(l.value * k, min_link_w); };
+  auto lw = [&](const SankeyLink& l) { return std::max(l.value * L.scale, min_link_w); };
   std::vector<double> y0(s.links.size()), y1(s.links.size());
   {
     std::vector<int> by_target(real), by_source(real);
-    auto centre = [&](int n) { return ny[n] + nh[n] / 2; };
     std::stable_sort(by_target.begin(), by_target.end(),
-                     [&](int a, int b) { return centre(s.links[a].target) < centre(s.links[b].target); });
+                     [&](int a, int b) { return L.y[s.links[a].target] < L.y[s.links[b].target]; });
     std::stable_sort(by_source.begin(), by_source.end(),
-                     [&](int a, int b) { return centre(s.links[a].source) < centre(s.links[b].source); });
-    // Each node's links stacked in the order of their other ends' heights, centred on the node.
+                     [&](int a, int b) { return L.y[s.links[a].source] < L.y[s.links[b].source]; });
     auto stack = [&](const std::vector<int>& order, bool at_source, std::vector<double>& y) {
-      std::vector<double> used(N, 0);
+      std::vector<double> total(N, 0), used(N, 0);
+      for (int j : order) total[at_source ? s.links[j].source : s.links[j].target] += lw(s.links[j]);
       for (int j : order) {
-        const SankeyLink& l = s.links[j];
-        const int n = at_source ? l.source : l.target;
-        const double w = lw(l);
-        const double start = ny[n] + std::max(0.0, (nh[n] - (at_source ? out[n] : in[n]) * k) / 2);
-        y[j] = start + used[n] + w / 2;
+        const int n = at_source ? s.links[j].source : s.links[j].target;
+        const double w = lw(s.links[j]);
+        y[j] = oy + L.y[n] - total[n] / 2 + used[n] + w / 2;
         used[n] += w;
       }
     };
@@ -412,31 +403,45 @@ std::string sankey_svg(const Sankey& s, const PageInfo& info) {
        "</desc>\n";
   o += "<rect width=\"" + W + "\" height=\"" + H + "\" fill=\"white\"/>\n";
 
+  // Title and legend.
+  o += "<g class=\"heading\" " + font + ">\n";
+  o += "<text class=\"title\" x=\"" + fmt2(ox) + "\" y=\"20\" font-size=\"15\" font-weight=\"bold\" fill=\"#222\">" +
+       xml_escape(info.title.empty() ? "EAP Sankey" : info.title) + "</text>\n";
+  o += "<g class=\"legend\" font-size=\"11\" fill=\"#444\">\n";
+  double lx = ox;
+  for (const auto& [colour, text] : std::vector<std::pair<std::string, std::string>>{
+           {"rgb(0,0,255)", "positive score"}, {"rgb(255,0,0)", "negative score"}}) {
+    o += "<rect x=\"" + fmt2(lx) + "\" y=\"32\" width=\"22\" height=\"8\" fill=\"" + colour + "\" fill-opacity=\"0.3\"/>";
+    o += "<text x=\"" + fmt2(lx + 27) + "\" y=\"40\">" + text + "</text>\n";
+    lx += 27 + label_width(text, 11) + 14;
+  }
+  o += "<text x=\"" + fmt2(lx) + "\" y=\"40\">" + xml_escape("link width \xe2\x88\x9d |score|; node: name and the sum of its edges' scores; " +
+                                                              std::to_string(N) + " nodes, " + std::to_string(real.size()) + " edges") +
+       "</text>\n</g>\n</g>\n";
+
   // Layer headings and separators.
   o += "<g class=\"layers\" " + font + " font-size=\"12\" fill=\"#555\">\n";
-  for (size_t c = 0; c < cols.size();) {
-    size_t e = c;
-    while (e + 1 < cols.size() && cols[e + 1].first == cols[c].first) ++e;
-    const int layer = cols[c].first;
-    std::string name = layer < 0 ? "input" : "layer " + std::to_string(layer);
+  const size_t C = L.column_x.size();
+  for (size_t c = 0; c < C; ++c) {
+    if (c > 0 && L.column_layer[c] == L.column_layer[c - 1]) continue;
+    std::string name = L.column_layer[c] < 0 ? "input" : "layer " + std::to_string(L.column_layer[c]);
     for (size_t i = 0; i < N; ++i)
-      if (col[i] >= static_cast<int>(c) && col[i] <= static_cast<int>(e) && s.nodes[i].name == "logits") name = "logits";
-    const bool last_band = e + 1 == cols.size() && cols.size() > 1;  // right-aligned: stays inside
-    o += "<text x=\"" + fmt2(last_band ? colx[e] + node_w : colx[c]) + "\" y=\"20\"" +
-         (last_band ? " text-anchor=\"end\"" : "") + ">" + xml_escape(name) + "</text>\n";
+      if (s.nodes[i].column == static_cast<int>(c) && s.nodes[i].name == "logits") name = "logits";
+    const bool last = c + 1 == C && C > 1;  // right-aligned: stays inside
+    o += "<text x=\"" + fmt2(ox + L.column_x[c] + (last ? L.thickness : 0)) + "\" y=\"" + fmt2(oy - L.label_h / 2 - 8) + "\"" +
+         (last ? " text-anchor=\"end\"" : "") + ">" + xml_escape(name) + "</text>\n";
     if (c > 0) {
-      const double sx = colx[c] - layer_gap / 2 - 8;
-      o += "<line x1=\"" + fmt2(sx) + "\" y1=\"28\" x2=\"" + fmt2(sx) + "\" y2=\"" + fmt2(height - 6) +
-           "\" stroke=\"#ddd\" stroke-dasharray=\"4 4\"/>\n";
+      const double sx = ox + L.column_x[c] - 10;
+      o += "<line x1=\"" + fmt2(sx) + "\" y1=\"" + fmt2(oy - L.label_h / 2 - 4) + "\" x2=\"" + fmt2(sx) + "\" y2=\"" +
+           fmt2(height - 4) + "\" stroke=\"#ddd\" stroke-dasharray=\"4 4\"/>\n";
     }
-    c = e + 1;
   }
   o += "</g>\n";
 
   o += "<g class=\"links\">\n";
   for (int j : real) {
     const SankeyLink& l = s.links[j];
-    const double xa = colx[col[l.source]] + node_w, xb = colx[col[l.target]];
+    const double xa = left(l.source) + L.thickness, xb = left(l.target);
     const double xm = (xa + xb) / 2;
     const auto [rgb, alpha] = svg_colour(l.color);
     // A filled band of constant vertical thickness |score| x scale, as plotly draws links.
@@ -453,23 +458,24 @@ std::string sankey_svg(const Sankey& s, const PageInfo& info) {
   o += "<g class=\"nodes\">\n";
   for (size_t i = 0; i < N; ++i) {
     const auto [rgb, alpha] = svg_colour(s.nodes[i].color);
-    o += "<rect class=\"node\" x=\"" + fmt2(colx[col[i]]) + "\" y=\"" + fmt2(ny[i]) + "\" width=\"" + fmt2(node_w) +
-         "\" height=\"" + fmt2(nh[i]) + "\" fill=\"" + rgb + "\" fill-opacity=\"" + alpha + "\"><title>" +
-         xml_escape(s.nodes[i].name + ": " + fmt3(s.nodes[i].sum)) + "</title></rect>\n";
+    o += "<rect class=\"node\" data-layer=\"" + std::to_string(s.nodes[i].layer) + "\" x=\"" + fmt2(left(i)) + "\" y=\"" +
+         fmt2(top(i)) + "\" width=\"" + fmt2(L.thickness) + "\" height=\"" + fmt2(nh(i)) + "\" fill=\"" + rgb +
+         "\" fill-opacity=\"" + alpha + "\"><title>" + xml_escape(s.nodes[i].name + ": " + fmt3(s.nodes[i].sum)) +
+         "</title></rect>\n";
   }
   o += "</g>\n";
 
   // Labels beside the node (left of it in the last column), drawn twice: a white outline, then the text.
-  o += "<g class=\"labels\" " + font + " font-size=\"11\">\n";
+  o += "<g class=\"labels\" " + font + " font-size=\"" + fmt2(L.font_px) + "\">\n";
   for (const bool halo : {true, false}) {
     for (size_t i = 0; i < N; ++i) {
-      const bool last = col[i] == static_cast<int>(cols.size()) - 1 && cols.size() > 1;
-      const double tx = last ? colx[col[i]] - 4 : colx[col[i]] + node_w + 4;
-      const double cy = ny[i] + nh[i] / 2;
+      const bool last = s.nodes[i].column == static_cast<int>(C) - 1 && C > 1;
+      const double tx = last ? left(i) - 4 : left(i) + L.thickness + 4;
+      const double cy = oy + L.y[i];
       o += "<text x=\"" + fmt2(tx) + "\" y=\"" + fmt2(cy - 2) + "\" text-anchor=\"" + (last ? "end" : "start") + "\"";
       o += halo ? " fill=\"white\" stroke=\"white\" stroke-width=\"3\" stroke-linejoin=\"round\"" : " fill=\"#222\"";
       o += "><tspan font-weight=\"bold\">" + xml_escape(s.nodes[i].name) + "</tspan><tspan x=\"" + fmt2(tx) +
-           "\" dy=\"12\">" + fmt3(s.nodes[i].sum) + "</tspan></text>\n";
+           "\" dy=\"" + fmt2(L.font_px + 1) + "\">" + fmt3(s.nodes[i].sum) + "</tspan></text>\n";
     }
   }
   o += "</g>\n</svg>\n";

@@ -7,6 +7,12 @@
 // by name. Colours cycle through the palette in that order. Layers come from "l<L>." names (also
 // "head.<L>."/"mlp.<L>"); `input` is layer -1 and `logits` follows the last layer, where the
 // notebook would put both in layer 0.
+//
+// Columns: the notebook meant one column per layer (`layer_spacing`), but plotly places nodes by
+// their longest path, so a head feeding its own layer's MLP pushed the MLP into the next layer's
+// column. Here every node has a fixed place (report/sankey_layout.hpp): a layer is up to three
+// columns (head inputs q/k/v, head outputs, MLP), and the ghost links chain those columns so
+// that plotly's own column of every node is its column here.
 #pragma once
 
 #include <string>
@@ -14,6 +20,7 @@
 #include <vector>
 
 #include "report/notebook_json.hpp"
+#include "report/sankey_layout.hpp"
 
 namespace teap::report {
 
@@ -23,6 +30,8 @@ extern const char* const kSankeyPalette[10];
 struct SankeyNode {
   std::string name;
   int layer = 0;
+  int part = 1;       // within the layer: 0 head inputs (q/k/v), 1 head outputs (and input, logits, others), 2 MLP
+  int column = 0;     // index of (layer, part) among the columns that hold a node
   double sum = 0;     // sum of the scores of its edges (in and out)
   std::string label;  // "name<br>sum" (3 decimals)
   std::string color;  // palette[i % 10]
@@ -41,11 +50,15 @@ struct Sankey {
   std::vector<SankeyNode> nodes;
   std::vector<SankeyLink> links;  // the edges in their order, then the ghost links
   int n_layers = 0;               // layers that hold a node (the notebook's len(included_layer_nodes))
-  int width = 600, height = 400;
+  int n_columns = 0;
+  SankeyLayout layout;            // where everything goes (both the page and the SVG)
+  int width = 600, height = 400;  // the page's figure in px, margins included
   int n_real_links() const;
 };
 
-// What plot_eap_sankey builds from (from, to, score) edges.
+// What plot_eap_sankey builds from (from, to, score) edges, laid out. With `layer_spacing` the
+// ghost links chain consecutive columns (every node of a column to the first of the next, the
+// first of a column to every node of the next), as the notebook chained layers.
 Sankey build_sankey(const std::vector<NamedEdge>& edges, bool layer_spacing = true);
 
 // Text around the plot: a heading and caption lines (plain text, escaped here).

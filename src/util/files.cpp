@@ -135,4 +135,14 @@ void write_file_atomic(const std::string& path, const std::string& data) {
   }
 }
 
+void write_if_changed(const std::string& path, const std::string& data) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(path, ec) && std::filesystem::file_size(path, ec) == data.size() && !ec) {
+    std::ifstream in(path, std::ios::binary);
+    std::string old(data.size(), '\0');
+    if (in.read(old.data(), static_cast<std::streamsize>(old.size())) && old == data) return;
+  }
+  write_file_atomic(path, data);
+}
+
 }  // namespace teap

@@ -34,4 +34,8 @@ std::string human_bytes(uint64_t n);
 // so a crash never leaves a half-written file under the final name.
 void write_file_atomic(const std::string& path, const std::string& data);
 
+// write_file_atomic unless `path` is a regular file holding `data` already (a shared asset that
+// every run would otherwise rewrite).
+void write_if_changed(const std::string& path, const std::string& data);
+
 }  // namespace teap

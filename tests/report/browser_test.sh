@@ -10,6 +10,7 @@
 set -u
 chromium=$1 dir=$2 sweep=
 if [ "$dir" = --sweep ]; then sweep=$3 dir=$3; fi
+here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
@@ -50,6 +51,7 @@ check_cell_page() {
     [ "$nodes" = "$want_nodes" ] || fail "$page: rendered $nodes sankey nodes, expected $want_nodes"
     [ "$links" = "$want_links" ] || fail "$page: rendered $links sankey links, expected $want_links"
     echo "ok: $page: sankey rendered with $nodes nodes and $links links"
+    /usr/bin/python3 "$here/sankey_dom_check.py" "$page" "$dom" || fail "$page: the Sankey is not laid out as its figure says"
   else
     grep -q 'id="no-edges"' "$dom" || fail "$page: neither a Sankey nor 'No edges'"
   fi

@@ -2,11 +2,13 @@
 // names, file name, reading notebook-written files), the Sankey data / HTML / SVG, the summary page.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -306,8 +308,12 @@ TEST(Sankey, NodesInLayerOrderWithNotebookLabelsAndColours) {
   EXPECT_EQ(s.nodes[4].label, "l1.mlp<br>0.500");
   EXPECT_EQ(s.nodes[5].label, "l2.mlp<br>0.100");
   EXPECT_EQ(s.n_layers, 3);
-  EXPECT_EQ(s.width, 600);
-  EXPECT_EQ(s.height, 400);
+  // Columns: l0 outputs, l0 MLP, l1 head inputs, l1 outputs, l1 MLP, l2 MLP.
+  EXPECT_EQ(s.n_columns, 6);
+  const std::vector<int> columns = {0, 1, 3, 2, 4, 5};
+  for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(s.nodes[i].column, columns[i]) << names[i];
+  EXPECT_EQ(s.width, static_cast<int>(std::ceil(s.layout.width + s.layout.margin_left + s.layout.margin_right)));
+  EXPECT_EQ(s.height, static_cast<int>(std::ceil(s.layout.height + s.layout.margin_top + s.layout.margin_bottom)));
 }
 
 TEST(Sankey, PaletteCyclesAndWidthGrowsWithLayers) {
@@ -318,7 +324,9 @@ TEST(Sankey, PaletteCyclesAndWidthGrowsWithLayers) {
   EXPECT_EQ(s.nodes[10].color, kSankeyPalette[0]);
   EXPECT_EQ(s.nodes[25].color, kSankeyPalette[5]);
   EXPECT_EQ(s.n_layers, 13);
-  EXPECT_EQ(s.width, 650);  // max(50 x 13, 600)
+  EXPECT_EQ(s.n_columns, 26);
+  e.resize(3);
+  EXPECT_GT(s.width, build_sankey(e).width + 1000);  // 20 more columns, each at least a label wide
 }
 
 TEST(Sankey, LinksWidthsColoursAndHoverLabels) {
@@ -335,11 +343,27 @@ TEST(Sankey, LinksWidthsColoursAndHoverLabels) {
   EXPECT_EQ(s.nodes[s.links[1].target].name, "l1.h2.q");
 }
 
-TEST(Sankey, GhostLinksAsTheNotebook) {
-  // included_layer_nodes keeps repeats: layer 0 [l0.h3, l0.mlp, l0.h3], layer 1 [l1.mlp, l1.h2.q,
-  // l1.h2, l1.mlp], layer 2 [l2.mlp]: (3 + 4) + (4 + 1) = 12 ghost links.
+// plotly puts a node in the column of its longest path from a node without inputs (nodes without
+// outputs in the last): what the ghost links must make equal to the node's own column.
+std::vector<int> plotly_columns(const Sankey& s) {
+  const size_t n = s.nodes.size();
+  std::vector<int> depth(n, 0);
+  std::vector<bool> has_out(n, false);
+  for (size_t round = 0; round < n; ++round)
+    for (const auto& l : s.links) {
+      depth[l.target] = std::max(depth[l.target], depth[l.source] + 1);
+      has_out[l.source] = true;
+    }
+  const int last = *std::max_element(depth.begin(), depth.end());
+  for (size_t i = 0; i < n; ++i)
+    if (!has_out[i]) depth[i] = last;
+  return depth;
+}
+
+TEST(Sankey, GhostLinksChainTheColumns) {
+  // One node per column: 5 ghost links, one between each pair of neighbouring columns.
   const Sankey s = build_sankey(sample_edges());
-  ASSERT_EQ(s.links.size(), 16u);
+  ASSERT_EQ(s.links.size(), 9u);
   int ghosts = 0;
   for (const auto& l : s.links)
     if (l.ghost) {
@@ -347,17 +371,98 @@ TEST(Sankey, GhostLinksAsTheNotebook) {
       EXPECT_EQ(l.value, 1e-6);
       EXPECT_EQ(l.color, "rgba(0,255,0,0.0)");
       EXPECT_EQ(l.label, "");
+      EXPECT_EQ(s.nodes[l.target].column, s.nodes[l.source].column + 1);
     }
-  EXPECT_EQ(ghosts, 12);
-  // First pair: every layer-0 entry to the first layer-1 node (l1.mlp), then l0.h3 to every layer-1 entry.
-  EXPECT_EQ(s.nodes[s.links[4].source].name, "l0.h3");
-  EXPECT_EQ(s.nodes[s.links[4].target].name, "l1.mlp");
-  EXPECT_EQ(s.nodes[s.links[5].source].name, "l0.mlp");
-  EXPECT_EQ(s.nodes[s.links[7].source].name, "l0.h3");
-  EXPECT_EQ(s.nodes[s.links[8].target].name, "l1.h2.q");
+  EXPECT_EQ(ghosts, 5);
   EXPECT_EQ(build_sankey(sample_edges(), false).links.size(), 4u);
-  // One layer: no ghost links.
-  EXPECT_EQ(build_sankey({{"l0.h1", "l0.mlp", 0.2}}).links.size(), 1u);
+  // One column: no ghost links.
+  EXPECT_EQ(build_sankey({{"l0.h1.q", "l0.h2.k", 0.2}}).links.size(), 1u);
+  // A head feeding its own layer's MLP (plotly put l1.h3 in l0.mlp's column, and the MLP a layer
+  // further): with the ghosts every node's plotly column is its own.
+  const Sankey t = build_sankey({{"l0.h3", "l1.mlp", 0.5}, {"l0.mlp", "l1.h2.q", -0.25}, {"l1.h3", "l1.mlp", 0.3},
+                                 {"l0.h3", "l2.mlp", 0.1}, {"l0.h1", "l2.h0.v", 0.2}, {"l1.mlp", "l2.h0.v", 0.1}});
+  const std::vector<int> plotly = plotly_columns(t);
+  for (size_t i = 0; i < t.nodes.size(); ++i) EXPECT_EQ(plotly[i], t.nodes[i].column) << t.nodes[i].name;
+  // Columns of 2 and 3 nodes: 2 links to the next column's first node, 2 from the first node to the others.
+  const Sankey u = build_sankey({{"l0.h1", "l1.h0.q", 1}, {"l0.h2", "l1.h0.k", 1}, {"l0.h2", "l1.h1.v", 1}});
+  EXPECT_EQ(u.links.size(), 3u + 4u);
+}
+
+// 100 edges of a Llama-3.2-1B-shaped model (16 layers, 32 heads), deterministic.
+std::vector<NamedEdge> large_edges() {
+  std::vector<NamedEdge> e;
+  std::set<std::pair<std::string, std::string>> seen;
+  uint64_t x = 12345;
+  auto next = [&](int n) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<int>((x >> 33) % n);
+  };
+  while (e.size() < 100) {
+    const int lu = next(15), kind = next(3);
+    const std::string up = next(4) ? "l" + std::to_string(lu) + ".h" + std::to_string(next(32)) : "l" + std::to_string(lu) + ".mlp";
+    const int ld = lu + 1 + next(15 - lu);
+    const std::string down = kind == 0   ? "l" + std::to_string(ld) + ".mlp"
+                             : kind == 1 ? "l" + std::to_string(ld) + ".h" + std::to_string(next(32)) + "." + "qkv"[next(3)]
+                                         : (up.find("mlp") == std::string::npos ? "l" + std::to_string(lu) + ".mlp" : "logits");
+    if (!seen.insert({up, down}).second) continue;
+    e.push_back({up, down, (next(2) ? 1 : -1) * (0.01 + next(1000) / 500.0)});
+  }
+  return e;
+}
+
+TEST(Sankey, ReadableWith100EdgesOf16Layers) {
+  const Sankey s = build_sankey(large_edges());
+  const SankeyLayout& L = s.layout;
+  ASSERT_EQ(s.n_real_links(), 100);
+  // plotly lays the nodes out in our columns, so its scale is ours.
+  const std::vector<int> plotly = plotly_columns(s);
+  for (size_t i = 0; i < s.nodes.size(); ++i) ASSERT_EQ(plotly[i], s.nodes[i].column) << s.nodes[i].name;
+  // Every node sits in its layer's band of columns, and the bands follow the layers.
+  std::map<int, std::pair<double, double>> band;  // layer -> [min x, max x]
+  for (const auto& n : s.nodes) {
+    const double x = L.column_x[n.column];
+    auto it = band.find(n.layer);
+    if (it == band.end()) band[n.layer] = {x, x};
+    else it->second = {std::min(it->second.first, x), std::max(it->second.second, x)};
+  }
+  double previous = -1;
+  for (const auto& [layer, b] : band) {
+    EXPECT_GT(b.first, previous) << "layer " << layer << " overlaps the layer before";
+    previous = b.second;
+  }
+  // Columns at least a node and its widest label apart; the last column's labels on its left.
+  const size_t C = L.column_x.size();
+  std::vector<double> widest(C, 0);
+  for (const auto& n : s.nodes) {
+    const size_t br = n.label.find("<br>");
+    widest[n.column] = std::max({widest[n.column], label_width(n.label.substr(0, br), L.font_px),
+                                 label_width(n.label.substr(br + 4), L.font_px)});
+  }
+  for (size_t c = 1; c < C; ++c)
+    EXPECT_GE(L.column_x[c] - L.column_x[c - 1], L.thickness + widest[c - 1] + (c + 1 == C ? widest[c] : 0.0)) << c;
+  // In a column, label slots do not overlap; nodes do not overlap; all stays inside the figure.
+  std::vector<std::vector<int>> members(C);
+  for (size_t i = 0; i < s.nodes.size(); ++i) members[s.nodes[i].column].push_back(static_cast<int>(i));
+  size_t crowded = 0;
+  for (const auto& m : members) {
+    crowded = std::max(crowded, m.size());
+    for (size_t k = 1; k < m.size(); ++k) {
+      const int a = m[k - 1], b = m[k];
+      EXPECT_GE(L.y[b] - L.y[a], L.label_h - 1e-9) << s.nodes[a].name << " / " << s.nodes[b].name;
+      EXPECT_GE((L.y[b] - L.h[b] / 2) - (L.y[a] + L.h[a] / 2), -1e-9) << s.nodes[a].name << " / " << s.nodes[b].name;
+    }
+    for (int i : m) {
+      EXPECT_GE(L.y[i] - std::max(L.h[i], L.label_h) / 2, -L.margin_top) << s.nodes[i].name;
+      EXPECT_LE(L.y[i] + std::max(L.h[i], L.label_h) / 2, L.height + L.margin_bottom) << s.nodes[i].name;
+      EXPECT_NEAR(L.h[i], L.value[i] * L.scale, 1e-9);
+    }
+  }
+  // The figure grows with the most crowded column, so plotly never shrinks its node padding.
+  EXPECT_GE(L.height, (crowded - 1) * L.pad);
+  EXPECT_GT(L.scale, 0);
+  EXPECT_GE(s.width, L.column_x.back());
+  std::string why;
+  EXPECT_TRUE(well_formed_xml(sankey_svg(s, {"large", {}}), &why)) << why;
 }
 
 TEST(Sankey, InternalAndSpecialNames) {
@@ -391,20 +496,31 @@ TEST(Sankey, HtmlCarriesTheNotebookFigure) {
   EXPECT_EQ(t["node"]["label"].size(), 6u);
   EXPECT_EQ(t["node"]["label"][0], "l0.h3<br>0.600");
   EXPECT_EQ(t["node"]["color"][1], kSankeyPalette[1]);
-  EXPECT_EQ(t["node"]["pad"], 15);
-  EXPECT_EQ(t["node"]["thickness"], 20);
+  EXPECT_EQ(t["node"]["pad"], s.layout.pad);
+  EXPECT_EQ(t["node"]["thickness"], s.layout.thickness);
+  // Fixed places: the node's column centre and its y, as fractions of the plot area.
+  ASSERT_EQ(t["node"]["x"].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_NEAR(t["node"]["x"][i].get<double>(),
+                (s.layout.column_x[s.nodes[i].column] + s.layout.thickness / 2) / s.layout.width, 1e-5);
+    EXPECT_NEAR(t["node"]["y"][i].get<double>(), s.layout.y[i] / s.layout.height, 1e-5);
+    EXPECT_GT(t["node"]["y"][i].get<double>(), 0);  // plotly ignores 0
+  }
   EXPECT_EQ(t["node"]["line"]["width"], 0.0);
-  EXPECT_EQ(t["link"]["source"].size(), 16u);
+  EXPECT_EQ(t["link"]["source"].size(), 9u);
   EXPECT_EQ(t["link"]["value"][1], 0.25);
-  EXPECT_EQ(t["link"]["value"][15], 1e-6);
+  EXPECT_EQ(t["link"]["value"][8], 1e-6);
   EXPECT_EQ(t["link"]["label"][0], "l0.h3 \xe2\x86\x92 l1.mlp<br>0.500");
   EXPECT_EQ(t["link"]["arrowlen"], 25);
   EXPECT_EQ(t["domain"]["y"], nlohmann::json::array({0, 1}));
   const auto layout = script_var(html, "layout");
-  EXPECT_EQ(layout["height"], 400);
-  EXPECT_EQ(layout["width"], 600);
-  EXPECT_EQ(layout["font"]["size"], 14);
-  EXPECT_EQ(layout["margin"]["t"], 20);
+  EXPECT_EQ(layout["height"], s.height);
+  EXPECT_EQ(layout["width"], s.width);
+  EXPECT_EQ(layout["font"]["size"], s.layout.font_px);
+  EXPECT_EQ(layout["margin"]["t"], s.layout.margin_top);
+  // Headings: layer 0, 1, 2.
+  ASSERT_EQ(layout["annotations"].size(), 3u);
+  EXPECT_EQ(layout["annotations"][2]["text"], "layer 2");
   EXPECT_EQ(layout["paper_bgcolor"], "white");
   // A node name cannot close the script element.
   const std::string evil = sankey_html(build_sankey({{"</script><b>", "l1.mlp", 1}}), {}, "");
