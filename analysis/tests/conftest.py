@@ -77,17 +77,19 @@ def cell_id(c: dict) -> str:
 
 
 def write_unit(path: str, cell: dict, batch: int, up, down, valid, scores, clean_ld, corrupt_ld, n_layers, n_heads,
-               n_positions: int = 6, rng=None, clean_correct=None, clean_top=None, corrupt_top=None):
+               n_positions: int = 6, rng=None, clean_correct=None, clean_top=None, corrupt_top=None, compress=False):
     """One unit file as io::write_unit writes it; clean_correct defaults to all prompts but one,
     and the top tokens (clean_top, corrupt_top: [n_prompts]) are written only when given (files
-    of earlier versions lack them)."""
+    of earlier versions lack them). `compress`: the score matrix and edge mask shuffled and
+    deflated, as io::write_unit stores them (the sizes of bench/bench_folder_size.py)."""
     rng = rng or np.random.default_rng(batch)
     B = len(clean_ld)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     s = h5py.string_dtype()
     with h5py.File(path, "w") as f:
-        f.create_dataset("scores", data=np.asarray(scores, dtype=np.float32))
-        f.create_dataset("valid", data=np.asarray(valid, dtype=np.uint8))
+        packed = dict(compression="gzip", compression_opts=4, shuffle=True) if compress else {}
+        f.create_dataset("scores", data=np.asarray(scores, dtype=np.float32), **packed)
+        f.create_dataset("valid", data=np.asarray(valid, dtype=np.uint8), **packed)
         f.create_dataset("upstream", data=np.array(up, dtype=object), dtype=s)
         f.create_dataset("downstream", data=np.array(down, dtype=object), dtype=s)
         f.create_dataset("clean_logit_diff", data=np.asarray(clean_ld, dtype=np.float64))

@@ -6,15 +6,18 @@
 # screenshot is not blank, that the summary page shows its cells table, the chart of F per cell and
 # the heatmap, and that no page wrote to the console (a script error, a plotly warning).
 # browser_test.sh CHROMIUM --sweep OUT: the same checks on a reduced sweep's OUT/index.html and
-# every OUT/cells/*/sankey.html.
+# every OUT/cells/*/sankey.html. browser_test.sh CHROMIUM --page PAGE: a Sankey page alone (plot's,
+# plot --diff's). Every drawn Sankey is checked against its figure by sankey_dom_check.py: nodes
+# at their places, each in its layer's column, labels apart.
 set -u
-chromium=$1 dir=$2 sweep=
+chromium=$1 dir=$2 sweep= single=
 if [ "$dir" = --sweep ]; then sweep=$3 dir=$3; fi
+if [ "$dir" = --page ]; then single=$3 dir=$(dirname "$3"); fi
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
-[ -f "$dir/index.html" ] || fail "$dir/index.html is missing"
+[ -n "$single" ] || [ -f "$dir/index.html" ] || fail "$dir/index.html is missing"
 
 browse() {  # browse WHAT URL: chromium --WHAT on URL, no network, fresh profile; console messages to $work/console.log
   local prof
@@ -82,6 +85,11 @@ check_summary() {
   fi
   echo "ok: summary page shows $cells cells"
 }
+
+if [ -n "$single" ]; then
+  check_cell_page "$single"
+  exit 0
+fi
 
 if [ -n "$sweep" ]; then
   check_summary "$sweep/index.html"
