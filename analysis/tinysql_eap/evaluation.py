@@ -38,7 +38,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .load import SweepError, SweepWarning, _attr, _one_line, _split_settings, _strings, read_manifest
+from .load import SweepError, SweepWarning, _attr, _one_line, _settings_diff, _strings, read_manifest
+from .load import _identity_problem as _unit_identity_problem
 
 EVALUATION_FORMAT = "tinysql-eap evaluation v1"
 _NAME = re.compile(r"^b(\d{5,})\.h5$")
@@ -153,34 +154,19 @@ def read_evaluation(path: str) -> dict:
         raise SweepError(f"{path}: cannot be read whole ({_one_line(e)})") from None
 
 
-def _diff(want: str, got: str) -> str:
-    a, b = _split_settings(want), _split_settings(got)
-    d = [f"{k} '{b.get(k, '')}', not '{a.get(k, '')}'" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return f" ({'; '.join(d)})" if d else ""
-
-
 def _identity_problem(attrs: dict, cell: dict, batch: int) -> Optional[str]:
     """Why a readable evaluation file is not this cell's batch under the manifest's settings and
-    [evaluate] table, or None."""
+    [evaluate] table, or None: a unit file's checks (load.py), then the evaluation_hash."""
     for k in ("cell_id", "batch_index", "settings_hash", "evaluation_hash"):
         if k not in attrs:
             return f"attribute '{k}' is missing: cannot tell whose evaluation it is"
-    if str(attrs["cell_id"]) != cell["id"]:
-        return f"holds cell {attrs['cell_id']}, not {cell['id']}"
-    try:
-        bi = int(attrs["batch_index"])
-    except (TypeError, ValueError):
-        return f"attribute 'batch_index' is {attrs['batch_index']!r}, not a batch index"
-    if bi != batch:
-        return f"holds batch {bi}, not {batch}"
-    want = cell.get("settings_hash")
-    if want and str(attrs["settings_hash"]) != want:
-        return (f"settings_hash {attrs['settings_hash']}, not the manifest's {want}: evaluates another sweep's scores"
-                + _diff(cell.get("settings", ""), attrs.get("settings", "")))
+    why = _unit_identity_problem(attrs, cell, batch, "evaluation", "evaluates another sweep's scores")
+    if why is not None:
+        return why
     want = cell.get("evaluation_hash")
     if str(attrs["evaluation_hash"]) != want:
         return (f"evaluation_hash {attrs['evaluation_hash']}, not the manifest's {want}: another [evaluate] table"
-                + _diff(cell.get("evaluation", ""), attrs.get("evaluation", "")))
+                + _settings_diff(cell.get("evaluation", ""), attrs.get("evaluation", "")))
     return None
 
 

@@ -240,11 +240,20 @@ def _split_settings(s) -> Dict[str, str]:
     return out
 
 
-def _identity_problem(attrs: dict, cell: dict, batch: int) -> Optional[str]:
-    """Why a readable unit file is not this cell's batch under the manifest's settings, or None."""
+def _settings_diff(want, got) -> str:
+    """" (k 'got', not 'want'; ...)" for the settings that differ, "" when none can be named."""
+    a, b = _split_settings(want), _split_settings(got)
+    d = [f"{k} '{b.get(k, '')}', not '{a.get(k, '')}'" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return f" ({'; '.join(d)})" if d else ""
+
+
+def _identity_problem(attrs: dict, cell: dict, batch: int, what: str = "unit",
+                      another: str = "written by another sweep") -> Optional[str]:
+    """Why a readable unit file (or evaluation file: `what`, `another`) is not this cell's batch
+    under the manifest's settings, or None."""
     for k in _IDENTITY_ATTRS:
         if k not in attrs:
-            return f"attribute '{k}' is missing: cannot tell whose unit it is"
+            return f"attribute '{k}' is missing: cannot tell whose {what} it is"
     if str(attrs["cell_id"]) != cell["id"]:
         return f"holds cell {attrs['cell_id']}, not {cell['id']}"
     try:
@@ -259,11 +268,8 @@ def _identity_problem(attrs: dict, cell: dict, batch: int) -> Optional[str]:
         if got is None:
             return f"attribute 'settings_hash' is missing; the manifest's is {want}"
         if str(got) != want:
-            a, b = _split_settings(cell.get("settings")), _split_settings(attrs.get("settings"))
-            diff = [f"{k} '{b.get(k, '')}', not '{a.get(k, '')}'" for k in sorted(set(a) | set(b))
-                    if a.get(k) != b.get(k)]
-            return (f"settings_hash {got}, not the manifest's {want}: written by another sweep"
-                    + (f" ({'; '.join(diff)})" if diff else ""))
+            return (f"settings_hash {got}, not the manifest's {want}: {another}"
+                    + _settings_diff(cell.get("settings"), attrs.get("settings")))
     return None
 
 
