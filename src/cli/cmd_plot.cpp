@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli/commands.hpp"
+#include "report/diff.hpp"
 #include "report/notebook_json.hpp"
 #include "report/sankey.hpp"
 #include "util/error.hpp"
@@ -70,10 +71,12 @@ Run add_plot_command(CLI::App& app) {
   struct Args {
     std::vector<std::string> files, formats = {"html", "svg"};
     std::string out;
+    bool diff = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("plot", "Draw result JSON files (ours or the notebook's) again as Sankey HTML / SVG");
   sub->add_option("FILE", a->files, "result JSON files (eap_results.*.json)")->required();
+  sub->add_flag("--diff", a->diff, "draw two results A.json B.json of one architecture as one difference Sankey");
   sub->add_option("--out", a->out, "folder for the pictures (default: beside each JSON)");
   // One value per --format (comma separated, or the option repeated): the files after it stay files.
   sub->add_option("--format", a->formats, "html, svg or both (comma separated)")
@@ -86,6 +89,11 @@ Run add_plot_command(CLI::App& app) {
   return [a] {
     bool html = false, svg = false;
     for (const auto& f : a->formats) (f == "html" ? html : svg) = true;
+    if (a->diff) {  // diff-<A>-vs-<B>.html / .svg (report/diff.hpp)
+      for (const auto& p : report::write_diff(a->files, a->out, html, svg, html ? report::load_plotly_js() : ""))
+        std::printf("%s\n", p.c_str());
+      return;
+    }
     // Read every file first: a bad one fails before anything is written.
     std::vector<report::LoadedResult> results;
     for (const auto& f : a->files) results.push_back(report::read_result(f));
