@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cli/commands.hpp"
+#include "report/diff.hpp"
 #include "report/notebook_json.hpp"
 #include "report/sankey.hpp"
 #include "util/error.hpp"
@@ -72,10 +73,12 @@ Run add_plot_command(CLI::App& app) {
     std::vector<std::string> files, formats = {"html", "svg"};
     std::string out;
     bool self_contained = false;
+    bool diff = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("plot", "Draw result JSON files (ours or the notebook's) again as Sankey HTML / SVG");
   sub->add_option("FILE", a->files, "result JSON files (eap_results.*.json)")->required();
+  sub->add_flag("--diff", a->diff, "draw two results A.json B.json of one architecture as one difference Sankey");
   sub->add_option("--out", a->out, "folder for the pictures (default: beside each JSON)");
   // One value per --format (comma separated, or the option repeated): the files after it stay files.
   sub->add_option("--format", a->formats, "html, svg or both (comma separated)")
@@ -91,6 +94,16 @@ Run add_plot_command(CLI::App& app) {
   return [a] {
     bool html = false, svg = false;
     for (const auto& f : a->formats) (f == "html" ? html : svg) = true;
+    if (a->diff) {  // diff-<A>-vs-<B>.html / .svg (report/diff.hpp)
+      const std::string js = html ? report::load_plotly_js() : "";
+      for (const auto& p : report::write_diff(a->files, a->out, html, svg, a->self_contained ? js : "",
+                                              a->self_contained ? "" : "plotly.min.js")) {
+        if (html && !a->self_contained && fs::path(p).extension() == ".html")
+          write_if_changed((fs::path(p).parent_path() / "plotly.min.js").string(), js);
+        std::printf("%s\n", p.c_str());
+      }
+      return;
+    }
     // Read every file first: a bad one fails before anything is written.
     std::vector<report::LoadedResult> results;
     for (const auto& f : a->files) results.push_back(report::read_result(f));

@@ -28,6 +28,7 @@
 #include "eap/metric.hpp"
 #include "io/evaluation_file.hpp"
 #include "io/unit_file.hpp"
+#include "report/comparison.hpp"
 #include "report/faithfulness_json.hpp"
 #include "report/notebook_json.hpp"
 #include "report/sankey.hpp"
@@ -705,6 +706,7 @@ std::string reduce_sweep(const std::string& out_arg, const ReduceOptions& option
         fail_input(paths.back(), "its graph (node names or edge mask) differs from " + paths.front());
     }
     const eap::Graph g = graph_of(units.front(), paths.front(), p.downstream_heads);
+    p.s.arch = report::arch_of(p.s.model, g.n_layers, g.n_heads);
     const eap::MetricPairing pairing = eap::parse_metric_pairing(p.metric_pairing, manifest_path + ": cell " + p.s.id);
     std::vector<eap::BatchScores> batches(units.size());
     std::vector<const eap::BatchScores*> ptrs;
@@ -844,8 +846,10 @@ std::string reduce_sweep(const std::string& out_arg, const ReduceOptions& option
                    m.not_compared.size() > 1 ? "; and " + std::to_string(m.not_compared.size() - 1) + " more" : "");
     std::printf("compared %zu cell(s) with %s: %s/%s\n", m.rows.size(), other.c_str(), out.c_str(), m.json_href.c_str());
   }
+  sum.comparison_href = "comparison.html";
   const std::string index = dest + "/index.html";
   write_file_atomic(index, report::summary_html(sum));
+  write_file_atomic(dest + "/comparison.html", report::comparison_html(sum, plotly_js, plotly_src.empty() ? "" : "plotly.min.js"));
 
   // What is not complete, listed; one warning line.
   std::vector<std::string> incomplete;

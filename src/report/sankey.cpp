@@ -328,6 +328,13 @@ std::string sankey_html(const Sankey& s, const PageInfo& info, const std::string
   if (!info.title.empty()) h += "<h1>" + xml_escape(info.title) + "</h1>\n";
   for (const std::string& line : info.lines) h += "<p class=\"caption\">" + xml_escape(line) + "</p>\n";
   h += faithfulness_caption_html(info.faithfulness);
+  if (!info.legend.empty()) {
+    h += "<p class=\"caption\" id=\"legend\">";
+    for (const auto& [colour, text] : info.legend)
+      h += "<span style=\"display:inline-block;width:26px;height:10px;margin:0 5px 0 12px;background:" + xml_escape(colour) +
+           "\"></span>" + xml_escape(text);
+    h += "</p>\n";
+  }
   if (s.nodes.empty()) {
     h += "<p class=\"empty\" id=\"no-edges\">No edges: nothing to draw.</p>\n";
   } else {
@@ -397,8 +404,13 @@ std::string sankey_svg(const Sankey& s, const PageInfo& info) {
   o += "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"" + W + "\" height=\"" + H +
        "\" viewBox=\"0 0 " + W + " " + H + "\">\n";
   o += "<title>" + xml_escape(info.title) + "</title>\n";
+  std::vector<std::pair<std::string, std::string>> legend = info.legend;
+  if (legend.empty()) legend = {{"rgba(0,0,255,0.3)", "positive score"}, {"rgba(255,0,0,0.3)", "negative score"}};
+  std::string colours;
+  for (const auto& [colour, text] : legend) colours += (colours.empty() ? "" : ", ") + text + " " + colour;
   o += "<desc>" + xml_escape("EAP Sankey: " + std::to_string(N) + " nodes, " + std::to_string(real.size()) +
-                             " edges; link width proportional to |score|; blue positive, red negative" +
+                             " edges; link width proportional to |score|; " +
+                             (info.legend.empty() ? std::string("blue positive, red negative") : colours) +
                              (info.faithfulness.is_null() ? "" : "; " + faithfulness_headline(info.faithfulness))) +
        "</desc>\n";
   o += "<rect width=\"" + W + "\" height=\"" + H + "\" fill=\"white\"/>\n";
@@ -409,10 +421,10 @@ std::string sankey_svg(const Sankey& s, const PageInfo& info) {
        xml_escape(info.title.empty() ? "EAP Sankey" : info.title) + "</text>\n";
   o += "<g class=\"legend\" font-size=\"11\" fill=\"#444\">\n";
   double lx = ox;
-  for (const auto& [colour, text] : std::vector<std::pair<std::string, std::string>>{
-           {"rgb(0,0,255)", "positive score"}, {"rgb(255,0,0)", "negative score"}}) {
-    o += "<rect x=\"" + fmt2(lx) + "\" y=\"32\" width=\"22\" height=\"8\" fill=\"" + colour + "\" fill-opacity=\"0.3\"/>";
-    o += "<text x=\"" + fmt2(lx + 27) + "\" y=\"40\">" + text + "</text>\n";
+  for (const auto& [colour, text] : legend) {
+    const auto [rgb, alpha] = svg_colour(colour);
+    o += "<rect x=\"" + fmt2(lx) + "\" y=\"32\" width=\"22\" height=\"8\" fill=\"" + rgb + "\" fill-opacity=\"" + alpha + "\"/>";
+    o += "<text x=\"" + fmt2(lx + 27) + "\" y=\"40\">" + xml_escape(text) + "</text>\n";
     lx += 27 + label_width(text, 11) + 14;
   }
   o += "<text x=\"" + fmt2(lx) + "\" y=\"40\">" + xml_escape("link width \xe2\x88\x9d |score|; node: name and the sum of its edges' scores; " +

@@ -67,6 +67,9 @@ struct PageInfo {
   PageInfo(std::string t = "", std::vector<std::string> l = {}) : title(std::move(t)), lines(std::move(l)) {}
   std::string title;
   std::vector<std::string> lines;
+  // Link colours and what they mean, for a diagram whose colours are not the default (blue
+  // positive, red negative): (colour, text) swatches above the page's diagram and in the SVG.
+  std::vector<std::pair<std::string, std::string>> legend;
   // The result JSON's `faithfulness` object (report/faithfulness_json.hpp), null when the cell was
   // not evaluated: its lines under the caption, its F(k) curve under the Sankey.
   nlohmann::ordered_json faithfulness;

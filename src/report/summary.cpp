@@ -7,6 +7,7 @@
 #include <set>
 #include <tuple>
 
+#include "report/comparison.hpp"
 #include "report/sankey.hpp"
 
 namespace teap::report {
@@ -35,11 +36,13 @@ bool compared(const CellSummary& c, bool include_flagged) {
 }
 
 std::vector<EdgeRecurrence> edge_recurrence(const std::vector<CellSummary>& cells, bool include_flagged) {
-  std::map<std::pair<std::string, std::string>, EdgeRecurrence> by_edge;
+  std::map<std::tuple<std::string, std::string, std::string>, EdgeRecurrence> by_edge;
   for (size_t c = 0; c < cells.size(); ++c) {
     if (!compared(cells[c], include_flagged)) continue;
+    const std::string arch = arch_key(cells[c]);
     for (const NamedEdge& e : cells[c].edges) {
-      EdgeRecurrence& r = by_edge[{e.from, e.to}];
+      EdgeRecurrence& r = by_edge[{arch, e.from, e.to}];
+      r.arch = arch;
       r.from = e.from;
       r.to = e.to;
       if (!r.cells.empty() && r.cells.back() == static_cast<int>(c)) continue;  // listed twice in one cell
@@ -60,7 +63,7 @@ std::vector<EdgeRecurrence> edge_recurrence(const std::vector<CellSummary>& cell
     if (a.cells.size() != b.cells.size()) return a.cells.size() > b.cells.size();
     const double ma = std::fabs(a.mean_score), mb = std::fabs(b.mean_score);
     if (ma != mb) return ma > mb;
-    return std::tie(a.from, a.to) < std::tie(b.from, b.to);
+    return std::tie(a.from, a.to, a.arch) < std::tie(b.from, b.to, b.arch);
   });
   return out;
 }
@@ -213,6 +216,9 @@ std::string summary_html(const SweepSummary& s) {
   h += "<title>" + esc(s.title) + "</title>\n<style>" + std::string(kCss) + "</style>\n</head>\n<body>\n";
   h += "<h1>" + esc(s.title) + "</h1>\n";
   for (const auto& l : s.lines) h += "<p class=\"meta\">" + esc(l) + "</p>\n";
+  if (!s.comparison_href.empty())
+    h += "<p class=\"meta\"><a id=\"comparison-link\" href=\"" + esc(s.comparison_href) +
+         "\">Cells compared per architecture</a> (edge x cell heatmap, Jaccard, recurrence across fine-tunes)</p>\n";
 
   std::map<CellStatus, int> counts;
   for (const auto& c : s.cells) ++counts[c.status];
@@ -302,6 +308,11 @@ std::string summary_html(const SweepSummary& s) {
     h += "<p id=\"no-comparison\">No done cell has consistent edges yet: nothing to compare.</p>\n";
   } else {
     const size_t rows = std::min<size_t>(rec.size(), std::max(1, s.heatmap_rows));
+    // Several architectures: each row names its own, as their node names are not the same nodes.
+    const bool several = std::any_of(rec.begin(), rec.end(), [&](const EdgeRecurrence& e) { return e.arch != rec[0].arch; });
+    auto edge_name = [&](const EdgeRecurrence& e) {
+      return (several ? e.arch + ": " : std::string()) + e.from + " \xe2\x86\x92 " + e.to;
+    };
     double vmax = 0;
     for (size_t r = 0; r < rows; ++r)
       for (double x : rec[r].scores) vmax = std::max(vmax, std::fabs(x));
@@ -318,7 +329,7 @@ std::string summary_html(const SweepSummary& s) {
     h += "</tr></thead>\n<tbody>\n";
     for (size_t r = 0; r < rows; ++r) {
       const EdgeRecurrence& e = rec[r];
-      const std::string name = e.from + " \xe2\x86\x92 " + e.to;
+      const std::string name = edge_name(e);
       h += "<tr><th class=\"edge\">" + esc(name) + "</th>";
       std::map<int, double> at;
       for (size_t k = 0; k < e.cells.size(); ++k) at[e.cells[k]] = e.scores[k];
@@ -349,7 +360,7 @@ std::string summary_html(const SweepSummary& s) {
         models.insert("BM" + std::to_string(s.cells[c].model));
         flags.insert(flags_code(s.cells[c]));
       }
-      h += "<tr><td><code>" + esc(e.from + " \xe2\x86\x92 " + e.to) + "</code></td><td class=\"num\">" +
+      h += "<tr><td><code>" + esc(edge_name(e)) + "</code></td><td class=\"num\">" +
            std::to_string(e.cells.size()) + " / " + std::to_string(done.size()) + "</td><td class=\"num\">" +
            fmt("%.4f", e.mean_score) + "</td><td class=\"num\">" + std::to_string(e.n_positive) + " / " +
            std::to_string(e.n_negative) + "</td><td>" + esc(join(feats)) + "</td><td>" + esc(join(css)) + "</td><td>" +

@@ -23,6 +23,8 @@ std::string to_string(CellStatus s);  // "done", "partial", "missing", "failed",
 struct CellSummary {
   std::string id;
   int64_t model = 0, commandset = 0;
+  // "BM2.24x14" (report/comparison.hpp arch_of): node names compare only within one architecture.
+  std::string arch;
   std::string feature;
   bool use_novel_names = false, use_synonyms_field = false, use_synonyms_table = false;
   CellStatus status = CellStatus::Missing;
@@ -77,10 +79,12 @@ struct SweepSummary {
   int heatmap_rows = 60;           // most recurrent edges shown in the heatmap
   int recurrence_rows = 40;        // rows of the recurrence table
   std::vector<MethodComparison> comparisons;  // `reduce --compare`: a "Methods compared" section each
+  std::string comparison_href;  // the cross-cell comparison page (report/comparison.hpp), "" for none
 };
 
 // An edge across the done cells: where it is consistent and with what score.
 struct EdgeRecurrence {
+  std::string arch;  // the architecture of its cells (arch_key in report/comparison.hpp)
   std::string from, to;
   std::vector<int> cells;     // indices into SweepSummary::cells
   std::vector<double> scores;  // its score in each of those cells
@@ -89,7 +93,7 @@ struct EdgeRecurrence {
 };
 
 // Every edge consistent in at least one done cell, most recurrent first, then by mean |score|,
-// then by name.
+// then by name. An edge is one per architecture: l0.h3 of BM1 is not l0.h3 of BM2.
 // Flagged cells are left out unless `include_flagged`.
 std::vector<EdgeRecurrence> edge_recurrence(const std::vector<CellSummary>& cells, bool include_flagged = false);
 

@@ -4,11 +4,14 @@
 # drew the Sankey (its <svg class="main-svg"> holds as many sankey-node and sankey-link elements as
 # the page's data-nodes / data-links say) and the F(k) curve (a marker per point), that its
 # screenshot is not blank, that the summary page shows its cells table, the chart of F per cell and
-# the heatmap, and that no page wrote to the console (a script error, a plotly warning).
-# browser_test.sh CHROMIUM --sweep OUT: the same checks on a reduced sweep's OUT/index.html and
-# every OUT/cells/*/sankey.html. browser_test.sh CHROMIUM --page PAGE: a Sankey page alone (plot's,
-# plot --diff's). Every drawn Sankey is checked against its figure by sankey_dom_check.py: nodes
-# at their places, each in its layer's column, labels apart.
+# the heatmap, that the comparison page (DIR/comparison.html) drew both heatmaps of every
+# architecture section and the difference Sankey (DIR/diff-*.html) its links, and that no page wrote
+# to the console (a script error, a plotly warning).
+# browser_test.sh CHROMIUM --sweep OUT: the same checks on a reduced sweep's OUT/index.html, its
+# OUT/comparison.html and OUT/diff-*.html when present, and every OUT/cells/*/sankey.html.
+# browser_test.sh CHROMIUM --page PAGE: a Sankey page alone (plot's, plot --diff's). Every drawn
+# Sankey is checked against its figure by sankey_dom_check.py: nodes at their places, each in its
+# layer's column, labels apart.
 set -u
 chromium=$1 dir=$2 sweep= single=
 if [ "$dir" = --sweep ]; then sweep=$3 dir=$3; fi
@@ -90,9 +93,41 @@ if [ -n "$single" ]; then
   check_cell_page "$single"
   exit 0
 fi
+# check_comparison PAGE: one section per architecture, and plotly drew every heatmap of it (the edge x
+# cell matrix and the Jaccard matrix: a <g class="hm"> inside each plot's <div>).
+check_comparison() {
+  local page=$1 dom=$work/comparison.dom
+  browse --dump-dom "file://$page" >"$dom" || fail "chromium --dump-dom failed on $page"
+  quiet_console "$page"
+  /usr/bin/python3 - "$page" "$dom" <<'EOF2' || fail "$page: the comparison page did not render (see above)"
+import re, sys
+src, dom = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+sections = re.findall(r'<div class="arch-section" id="[^"]*" data-arch="([^"]*)" data-cells="(\d+)"', dom)
+if not sections and 'id="no-comparison"' not in dom:
+    sys.exit(f"no architecture section and no 'nothing to compare'")
+want = re.findall(r'<div class="plot (?:heatmap|jaccard)" id="([^"]*)"', src)
+parts = re.split(r'<div class="plot (?:heatmap|jaccard)[^"]*" id="([^"]*)"', dom)  # plotly adds classes
+drawn = {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+for pid in want:
+    body = drawn.get(pid, "")
+    if 'class="main-svg"' not in body or 'class="hm"' not in body:
+        sys.exit(f"{pid}: plotly drew no heatmap")
+print(f"ok: {sys.argv[1]}: {len(sections)} architecture section(s) " +
+      ", ".join(f"{a} ({n} cells)" for a, n in sections) + f"; {len(want)} heatmaps drawn")
+EOF2
+}
 
 if [ -n "$sweep" ]; then
   check_summary "$sweep/index.html"
+  if [ -f "$sweep/comparison.html" ]; then check_comparison "$sweep/comparison.html"; fi
+  n=0
+  for page in "$sweep"/diff-*.html; do  # `plot --diff ... --out OUT` pages, when a test wrote some there
+    [ -f "$page" ] || continue
+    grep -q 'data-diff="1"' "$page" || fail "$page: not marked as a difference (data-diff)"
+    check_cell_page "$page"
+    n=$((n + 1))
+  done
+  [ "$n" = 0 ] || echo "ok: $n difference page(s)"
   n=0
   for page in "$sweep"/cells/*/sankey.html; do
     [ -f "$page" ] || continue
@@ -157,3 +192,23 @@ grep -q 'id="recurrence"' "$work/index.dom" || fail "summary: no recurrence tabl
 browse --screenshot="$work/index.png" "file://$dir/index.html" >/dev/null || fail "chromium --screenshot failed on index.html"
 [ -s "$work/index.png" ] || fail "no summary screenshot"
 echo "ok: summary page shows the chart of F, the heatmap and the recurrence table"
+
+# --- Comparison page: two architectures, each its own section with its heatmaps ------------------
+said=$(check_comparison "$dir/comparison.html") || { echo "$said"; exit 1; }
+echo "$said"
+grep -q '2 architecture section(s) BM1.2x16 (3 cells), BM2.24x14 (4 cells); 4 heatmaps drawn' <<<"$said" ||
+  fail "comparison page: expected the sections BM1.2x16 (3 cells, the flagged one left out) and BM2.24x14 (4 cells)"
+grep -q 'id="flagged-left-out"' "$work/comparison.dom" || fail "comparison page: the flagged cell is not said to be left out"
+grep -q 'class="finetunes" id="finetunes-BM2.24x14-0"' "$work/comparison.dom" || fail "comparison page: no recurrence table for BM2"
+grep -q 'id="comparison-link" href="comparison.html"' "$work/index.dom" || fail "summary: no link to comparison.html"
+
+# --- Difference Sankey ----------------------------------------------------------------------------
+n=0
+for page in "$dir"/diff-*.html; do
+  [ -f "$page" ] || continue
+  grep -q 'data-diff="1"' "$page" || fail "$page: not marked as a difference (data-diff)"
+  check_cell_page "$page"
+  n=$((n + 1))
+done
+[ "$n" -gt 0 ] || fail "$dir holds no diff-*.html (the report_fixture test writes one)"
+echo "ok: $n difference page(s)"

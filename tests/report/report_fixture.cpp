@@ -1,13 +1,16 @@
 // report_fixture OUTDIR: writes, with the report library alone, what the browser and Python tests
 // open: a result JSON in the notebook's schema and name, its Sankey as HTML (plotly.js inline) and
 // SVG with the cell's faithfulness (F(k) curve), and a summary page over six cells of every status
-// with F columns and the chart of F per cell.
+// with F columns and the chart of F per cell; the cross-cell comparison page (comparison.html) over
+// cells of two architectures, and a difference Sankey of two results (diff-*.html / .svg).
 #include <cstdio>
 #include <filesystem>
 #include <string>
 
 #include "eap/faithfulness.hpp"
 #include "eap/graph.hpp"
+#include "report/comparison.hpp"
+#include "report/diff.hpp"
 #include "report/faithfulness_json.hpp"
 #include "report/notebook_json.hpp"
 #include "report/sankey.hpp"
@@ -107,6 +110,7 @@ int main(int argc, char** argv) {
       CellSummary c;
       c.id = std::string("BM1.CS") + std::to_string(1 + i % 2) + "." + feats[i] + ".novel0.synfield0.syntable0";
       c.model = 1;
+      c.arch = arch_of(1, 2, 16);
       c.commandset = 1 + i % 2;
       c.feature = feats[i];
       c.status = st[i];
@@ -141,7 +145,45 @@ int main(int argc, char** argv) {
       }
       sum.cells.push_back(c);
     }
+    sum.comparison_href = "comparison.html";
     write_file_atomic(out + "/index.html", summary_html(sum));
+
+    // The comparison page: the summary's cells (BM1.2x16) with a base-model cell, a flagged one, and
+    // a second architecture (BM2.24x14) whose node names repeat BM1's: two separate sections.
+    SweepSummary cmp = sum;
+    CellSummary base = cmp.cells[0];
+    base.id = "BM1.CS0.EngTableName.novel0.synfield0.syntable0";
+    base.commandset = 0;
+    base.edges = {r.edges[0], r.edges[2], r.edges[5]};
+    cmp.cells.push_back(base);
+    CellSummary flagged = cmp.cells[0];
+    flagged.id = "BM1.CS3.EngTableName.novel0.synfield0.syntable0";
+    flagged.commandset = 3;
+    flagged.flags = {"low_effect"};
+    for (auto& e : flagged.edges) e.score *= 100;  // would wash the scale out were it compared
+    cmp.cells.push_back(flagged);
+    for (int cs = 0; cs < 4; ++cs) {
+      CellSummary c = cmp.cells[0];
+      c.id = "BM2.CS" + std::to_string(cs) + ".EngTableName.novel0.synfield0.syntable0";
+      c.model = 2;
+      c.arch = arch_of(2, 24, 14);
+      c.commandset = cs;
+      c.edges = {{"l0.h3", "l1.h7.q", 0.2 + 0.05 * cs}, {"l5.mlp", "l20.h3.k", -0.1}, {"l23.h13", "logits", 0.3}};
+      if (cs == 2) c.edges.pop_back();
+      c.html_href.clear();
+      cmp.cells.push_back(c);
+    }
+    write_file_atomic(out + "/comparison.html", comparison_html(cmp, load_plotly_js()));
+
+    // A difference Sankey: the result above (A) against a second cell's (B) sharing some edges.
+    Result rb = r;
+    rb.metadata.commandset = 2;
+    rb.edges = {r.edges[0], r.edges[1], {"l0.h9", "l1.mlp", 0.21}, {"l0.mlp", "l1.h4.v", -0.08}};
+    rb.edges[0].score = 0.25;
+    const std::string b_name = result_file_name(rb.metadata);
+    std::filesystem::create_directories(out + "/diff");
+    write_file_atomic(out + "/diff/" + b_name, dump_python_json(to_json(rb)));
+    write_diff({out + "/" + json_name, out + "/diff/" + b_name}, out, true, true, load_plotly_js());
     std::printf("%s\n", (out + "/" + json_name).c_str());
     return 0;
   } catch (const InputError& e) {
