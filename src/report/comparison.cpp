@@ -66,6 +66,13 @@ std::map<EdgeKey, double> edge_scores(const CellSummary& c) {
 
 oj number_or_null(double x) { return std::isfinite(x) ? oj(x) : oj(nullptr); }
 
+// Four significant digits: what a colour cell and its hover text can show.
+std::string fmt_g4(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.4g", x);
+  return b;
+}
+
 // Thin lines between command sets and the "CSk" label over each group, for a categorical axis
 // whose categories are `order` (indices into cells). `both` also draws horizontal lines (Jaccard).
 void group_marks(const std::vector<CellSummary>& cells, const std::vector<int>& order, bool both, oj& layout) {
@@ -109,11 +116,12 @@ oj heatmap_figure(const std::vector<CellSummary>& cells, const EdgeCellMatrix& m
     const std::string name = m.edges[r].first + kArrow + m.edges[r].second;
     longest = std::max(longest, name.size());
     y.push_back(name);
-    oj row = oj::array();
-    for (double v : m.z[r]) row.push_back(number_or_null(v));
-    z.push_back(row);
+    // Sparse: most (edge, cell) pairs are empty, and a 128-cell architecture with 100-edge circuits
+    // would spend megabytes on nulls; the page fills the matrix before drawing it.
+    for (size_t c = 0; c < m.z[r].size(); ++c)
+      if (std::isfinite(m.z[r][c])) z.push_back(oj::array({r, c, std::stod(fmt_g4(m.z[r][c]))}));
   }
-  oj trace = {{"type", "heatmap"}, {"x", x}, {"y", y}, {"z", z}, {"zmin", -m.zmax}, {"zmax", m.zmax},
+  oj trace = {{"type", "heatmap"}, {"x", x}, {"y", y}, {"zmin", -m.zmax}, {"zmax", m.zmax},
               // Diverging around 0: red negative, white 0, blue positive (as the summary page).
               {"colorscale", oj::array({oj::array({0, "rgb(178,24,43)"}), oj::array({0.5, "rgb(255,255,255)"}),
                                         oj::array({1, "rgb(33,102,172)"})})},
@@ -127,7 +135,8 @@ oj heatmap_figure(const std::vector<CellSummary>& cells, const EdgeCellMatrix& m
                {"plot_bgcolor", "#eeeeee"}, {"paper_bgcolor", "white"},
                {"margin", {{"t", 30}, {"r", 20}, {"l", 20}, {"b", 20}}}, {"font", {{"size", 12}}}};
   group_marks(cells, m.cells, false, layout);
-  return {{"data", oj::array({trace})}, {"layout", layout}};
+  return {{"data", oj::array({trace})}, {"layout", layout}, {"z_entries", z},
+          {"z_shape", oj::array({m.edges.size(), m.cells.size()})}};
 }
 
 oj jaccard_figure(const std::vector<CellSummary>& cells, const std::vector<int>& order,
@@ -444,7 +453,16 @@ std::string comparison_html(const SweepSummary& s, const std::string& plotly_js,
     h += "</div>\n";
   }
   h += "<script>\nvar figures = " + script_json(figures) + ";\n";
-  h += "figures.forEach(function (f) { Plotly.newPlot(f[0], f[1].data, f[1].layout, {displaylogo: false, responsive: false}); });\n";
+  h += "figures.forEach(function (f) {\n"
+       "  var fig = f[1];\n"
+       "  if (fig.z_entries) {  // [row, column, value]: the heatmap's non-empty entries\n"
+       "    var z = [];\n"
+       "    for (var r = 0; r < fig.z_shape[0]; ++r) z.push(new Array(fig.z_shape[1]).fill(null));\n"
+       "    fig.z_entries.forEach(function (e) { z[e[0]][e[1]] = e[2]; });\n"
+       "    fig.data[0].z = z;\n"
+       "  }\n"
+       "  Plotly.newPlot(f[0], fig.data, fig.layout, {displaylogo: false, responsive: false});\n"
+       "});\n";
   h += "</script>\n</body>\n</html>\n";
   return h;
 }
