@@ -30,6 +30,7 @@
 #include "io/unit_file.hpp"
 #include "report/comparison.hpp"
 #include "report/faithfulness_json.hpp"
+#include "runner/manifest.hpp"
 #include "report/notebook_json.hpp"
 #include "report/sankey.hpp"
 #include "report/summary.hpp"
@@ -76,17 +77,6 @@ struct CellJson {
   }
 };
 
-// "2, 3-5, 9"
-std::string ranges(const std::vector<int>& xs) {
-  std::string s;
-  for (size_t i = 0; i < xs.size();) {
-    size_t k = i;
-    while (k + 1 < xs.size() && xs[k + 1] == xs[k] + 1) ++k;
-    s += (s.empty() ? "" : ", ") + std::to_string(xs[i]) + (k > i ? "-" + std::to_string(xs[k]) : "");
-    i = k + 1;
-  }
-  return s;
-}
 
 std::string first_line(const std::string& path) {
   std::string line;
@@ -166,7 +156,7 @@ EvaluationScan scan_evaluation(const std::string& out, const std::string& cell_i
 // "3 of 5 batches; missing 3-4; failed 2"
 std::string evaluation_progress(const EvaluationScan& e, int n_batches) {
   return std::to_string(e.present.size()) + " of " + std::to_string(n_batches) + " batches" +
-         (e.missing.empty() ? "" : "; missing " + ranges(e.missing)) + (e.failed.empty() ? "" : "; failed " + ranges(e.failed));
+         (e.missing.empty() ? "" : "; missing " + report::ranges(e.missing)) + (e.failed.empty() ? "" : "; failed " + report::ranges(e.failed));
 }
 
 // A complete cell's evaluation read back: its faithfulness and what the files say about how the
@@ -296,18 +286,9 @@ json read_manifest_for_compare(const std::string& folder) {
   return m;
 }
 
-// "a=1;b=2" -> {a:1, b:2}, without the keys that only say how the scores were computed.
+// The settings string without the keys that only say how the scores were computed.
 std::map<std::string, std::string> settings_but_method(const std::string& s) {
-  std::map<std::string, std::string> out;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    size_t end = s.find(';', pos);
-    if (end == std::string::npos) end = s.size();
-    const std::string kv = s.substr(pos, end - pos);
-    const size_t eq = kv.find('=');
-    if (eq != std::string::npos) out[kv.substr(0, eq)] = kv.substr(eq + 1);
-    pos = end + 1;
-  }
+  std::map<std::string, std::string> out = runner::split_settings(s);
   out.erase("method");
   out.erase("ig_steps");
   return out;
@@ -376,17 +357,8 @@ CompareCell read_compare_cell(const std::string& out, const json& manifest, cons
   std::vector<eap::BatchScores> batches(units.size());
   std::vector<const eap::BatchScores*> ptrs;
   for (size_t k = 0; k < units.size(); ++k) {
-    io::UnitRecord& u = units[k];
-    eap::BatchScores& s = batches[k];
-    s.n_upstream = u.n_upstream;
-    s.n_downstream = u.n_downstream;
-    s.n_prompts = u.n_prompts;
-    s.n_positions = u.n_positions;
-    s.scores = std::move(u.scores);
-    s.clean_ld = std::move(u.clean_ld);
-    s.corrupt_ld = std::move(u.corrupt_ld);
-    s.clean_correct = static_cast<int>(u.clean_correct);
-    ptrs.push_back(&s);
+    batches[k] = runner::batch_scores_of(std::move(units[k]));
+    ptrs.push_back(&batches[k]);
   }
   const eap::Baselines bl = eap::baselines(ptrs, pairing);
   if (bl.degenerate()) {
@@ -667,7 +639,7 @@ std::string reduce_sweep(const std::string& out_arg, const ReduceOptions& option
     p.s.batches_present = static_cast<int>(p.present.size());
     p.s.batches_failed = static_cast<int>(p.failed.size());
     if (!p.missing.empty() && !p.present.empty())
-      p.s.problems.push_back("missing batch" + std::string(p.missing.size() > 1 ? "es " : " ") + ranges(p.missing));
+      p.s.problems.push_back("missing batch" + std::string(p.missing.size() > 1 ? "es " : " ") + report::ranges(p.missing));
     p.s.status = !p.failed.empty()                   ? report::CellStatus::Failed
                  : p.present.size() == size_t(nb)    ? report::CellStatus::Done
                  : !p.present.empty()                ? report::CellStatus::Partial
@@ -711,19 +683,8 @@ std::string reduce_sweep(const std::string& out_arg, const ReduceOptions& option
     std::vector<eap::BatchScores> batches(units.size());
     std::vector<const eap::BatchScores*> ptrs;
     for (size_t k = 0; k < units.size(); ++k) {
-      io::UnitRecord& u = units[k];
-      eap::BatchScores& s = batches[k];
-      s.n_upstream = u.n_upstream;
-      s.n_downstream = u.n_downstream;
-      s.n_prompts = u.n_prompts;
-      s.n_positions = u.n_positions;
-      s.scores = std::move(u.scores);
-      s.clean_ld = std::move(u.clean_ld);
-      s.corrupt_ld = std::move(u.corrupt_ld);
-      s.clean_correct = static_cast<int>(u.clean_correct);
-      s.clean_top = std::move(u.clean_top_token);
-      s.corrupt_top = std::move(u.corrupt_top_token);
-      ptrs.push_back(&s);
+      batches[k] = runner::batch_scores_of(std::move(units[k]));
+      ptrs.push_back(&batches[k]);
     }
     const eap::CellQuality q = eap::assess_cell(ptrs, thresholds);
     p.s.quality_known = true;
@@ -859,8 +820,8 @@ std::string reduce_sweep(const std::string& out_arg, const ReduceOptions& option
     std::string line = report::to_string(st) + ": " + p.s.id;
     if (st == report::CellStatus::Partial || st == report::CellStatus::Failed)
       line += " (" + std::to_string(p.present.size()) + " of " + std::to_string(p.s.n_batches) + " batches" +
-              (p.missing.empty() ? "" : "; missing " + ranges(p.missing)) +
-              (p.failed.empty() ? "" : "; failed " + ranges(p.failed)) + ")";
+              (p.missing.empty() ? "" : "; missing " + report::ranges(p.missing)) +
+              (p.failed.empty() ? "" : "; failed " + report::ranges(p.failed)) + ")";
     if (st == report::CellStatus::Missing) line += " (no batch yet)";
     if (st == report::CellStatus::Degenerate) line += " (" + p.s.problems.back() + ")";
     incomplete.push_back(line);

@@ -17,6 +17,7 @@
 #include "job/job.hpp"
 #include "runner/folder.hpp"
 #include "runner/plan.hpp"
+#include "runner/unit.hpp"
 #include "runner/sweep.hpp"
 #include "util/error.hpp"
 #include "util/files.hpp"
@@ -150,14 +151,9 @@ Run add_status_command(CLI::App& app) {
           try {
             auto u = io::read_unit(unit);
             if (u.real_attrs.count("seconds")) seconds += u.real_attrs.at("seconds");
-            eap::BatchScores b;
-            b.n_prompts = u.n_prompts;
-            b.clean_ld = std::move(u.clean_ld);
-            b.corrupt_ld = std::move(u.corrupt_ld);
-            b.clean_correct = static_cast<int>(u.clean_correct);
-            b.clean_top = std::move(u.clean_top_token);
-            b.corrupt_top = std::move(u.corrupt_top_token);
-            batches.push_back(std::move(b));
+            u.scores.clear();  // status needs the logit differences only
+            u.scores.shrink_to_fit();
+            batches.push_back(runner::batch_scores_of(std::move(u)));
           } catch (const InputError& e) {
             std::fprintf(stderr, "warning: %s\n", e.what());
           }

@@ -31,17 +31,6 @@ ojson context_json(const FaithfulnessContext& c) {
   return j;
 }
 
-// "2, 3-5, 9"
-std::string ranges(const std::vector<int>& xs) {
-  std::string s;
-  for (size_t i = 0; i < xs.size();) {
-    size_t k = i;
-    while (k + 1 < xs.size() && xs[k + 1] == xs[k] + 1) ++k;
-    s += (s.empty() ? "" : ", ") + std::to_string(xs[i]) + (k > i ? "-" + std::to_string(xs[k]) : "");
-    i = k + 1;
-  }
-  return s;
-}
 
 }  // namespace
 
@@ -78,6 +67,17 @@ ojson faithfulness_json(const eap::CellFaithfulness& f, const FaithfulnessContex
   j["curve"] = std::move(curve);
   j["auc_log_k"] = number(f.auc);
   return j;
+}
+
+std::string ranges(const std::vector<int>& xs) {
+  std::string s;
+  for (size_t i = 0; i < xs.size();) {
+    size_t k = i;
+    while (k + 1 < xs.size() && xs[k + 1] == xs[k] + 1) ++k;
+    s += (s.empty() ? "" : ", ") + std::to_string(xs[i]) + (k > i ? "-" + std::to_string(xs[k]) : "");
+    i = k + 1;
+  }
+  return s;
 }
 
 }  // namespace teap::report

@@ -32,4 +32,7 @@ nlohmann::ordered_json faithfulness_json(const eap::CellFaithfulness& f, const F
 nlohmann::ordered_json faithfulness_incomplete_json(const FaithfulnessContext& c, const std::vector<int>& missing,
                                                     const std::vector<int>& failed);
 
+// Batch numbers as text: {2, 3, 4, 5, 9} -> "2, 3-5, 9" (sorted input).
+std::string ranges(const std::vector<int>& xs);
+
 }  // namespace teap::report

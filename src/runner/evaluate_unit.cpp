@@ -44,11 +44,9 @@ CellCircuits cell_circuits_of(const job::Job& job, const job::Cell& cell, const 
   std::vector<const eap::BatchScores*> ptrs;
   std::vector<const float*> scores;
   for (size_t k = 0; k < units.size(); ++k) {
-    batches[k].n_prompts = units[k].n_prompts;
-    batches[k].clean_ld = std::move(units[k].clean_ld);
-    batches[k].corrupt_ld = std::move(units[k].corrupt_ld);
+    batches[k] = batch_scores_of(std::move(units[k]));
     ptrs.push_back(&batches[k]);
-    scores.push_back(units[k].scores.data());
+    scores.push_back(batches[k].scores.data());
   }
   CellCircuits c;
   c.key = cell.id + "|" + cell.evaluation_hash;

@@ -43,24 +43,6 @@ json manifest_of(const job::Job& job) {
   return m;
 }
 
-namespace {
-
-// "a=1;b=2" -> {a:1, b:2}
-std::map<std::string, std::string> split_settings(const std::string& s) {
-  std::map<std::string, std::string> out;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    size_t end = s.find(';', pos);
-    if (end == std::string::npos) end = s.size();
-    const std::string kv = s.substr(pos, end - pos);
-    const size_t eq = kv.find('=');
-    if (eq != std::string::npos) out[kv.substr(0, eq)] = kv.substr(eq + 1);
-    pos = end + 1;
-  }
-  return out;
-}
-
-}  // namespace
 
 // The manifest to write: the existing sweep's cells plus this job's; a cell present in both with
 // other result-changing settings is refused, naming what differs.
@@ -109,6 +91,20 @@ json merge_manifest(const std::string& path, const json& fresh) {
   if (fresh.contains("evaluate")) merged["evaluate"] = fresh["evaluate"];
   else merged.erase("evaluate");
   return merged;
+}
+
+std::map<std::string, std::string> split_settings(const std::string& s) {
+  std::map<std::string, std::string> out;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    size_t end = s.find(';', pos);
+    if (end == std::string::npos) end = s.size();
+    const std::string kv = s.substr(pos, end - pos);
+    const size_t eq = kv.find('=');
+    if (eq != std::string::npos) out[kv.substr(0, eq)] = kv.substr(eq + 1);
+    pos = end + 1;
+  }
+  return out;
 }
 
 }  // namespace teap::runner

@@ -2,6 +2,7 @@
 // settings and settings hash, and the refusal of a folder that holds other settings for a cell.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -17,5 +18,8 @@ nlohmann::json manifest_of(const job::Job& job);
 // first. A cell present in both with other result-changing settings is an InputError naming what
 // differs.
 nlohmann::json merge_manifest(const std::string& path, const nlohmann::json& fresh);
+
+// A cell's settings string "a=1;b=2" as {a: 1, b: 2}.
+std::map<std::string, std::string> split_settings(const std::string& s);
 
 }  // namespace teap::runner

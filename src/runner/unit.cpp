@@ -4,6 +4,21 @@
 
 namespace teap::runner {
 
+eap::BatchScores batch_scores_of(io::UnitRecord&& u) {
+  eap::BatchScores s;
+  s.n_upstream = u.n_upstream;
+  s.n_downstream = u.n_downstream;
+  s.n_prompts = u.n_prompts;
+  s.n_positions = u.n_positions;
+  s.scores = std::move(u.scores);
+  s.clean_ld = std::move(u.clean_ld);
+  s.corrupt_ld = std::move(u.corrupt_ld);
+  s.clean_correct = static_cast<int>(u.clean_correct);
+  s.clean_top = std::move(u.clean_top_token);
+  s.corrupt_top = std::move(u.corrupt_top_token);
+  return s;
+}
+
 eap::BatchInput batch_input(const tinysql::Batch& batch) {
   eap::BatchInput in;
   in.n_prompts = static_cast<int>(batch.examples.size());

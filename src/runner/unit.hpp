@@ -9,9 +9,14 @@
 #include "eap/metric.hpp"
 #include "eap/score.hpp"
 #include "eap/topn.hpp"
+#include "io/unit_file.hpp"
 #include "tinysql/batch.hpp"
 
 namespace teap::runner {
+
+// What a unit file holds of its batch's scores, moved out of the record (scores, logit
+// differences, accuracy, top tokens): what reduce, status and the evaluation read back.
+eap::BatchScores batch_scores_of(io::UnitRecord&& u);
 
 // Model input of a prompt batch: inputs cut at the answer position, the metric's (clean,
 // corrupt) word tokens, and the real answer token for accuracy.

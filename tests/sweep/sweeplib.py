@@ -163,9 +163,10 @@ def check_complete(path):
 FLOAT_DATASETS = ("scores", "clean_logit_diff", "corrupt_logit_diff", "logit_diff", "faithfulness")
 
 
-def compare_sweeps(a, b, exact=True, rtol=1e-5, atol=1e-6, folder="units"):
+def compare_sweeps(a, b, exact=True, rtol=1e-5, atol=1e-6, folder="units", rtol_of=None):
     """Every unit of sweep folder a equals b's: bit for bit (exact), else scores and logit differences to
-    float tolerance and everything else identical. folder="evaluation" compares the evaluation files."""
+    float tolerance (`rtol_of`: {dataset: rtol} where another applies) and everything else identical.
+    folder="evaluation" compares the evaluation files."""
     fa, fb = unit_files(a, folder), unit_files(b, folder)
     assert fa == fb, f"unit files differ: only in {a}: {sorted(set(fa) - set(fb))}, only in {b}: {sorted(set(fb) - set(fa))}"
     assert fa, f"no unit files in {a}"
@@ -182,10 +183,16 @@ def compare_sweeps(a, b, exact=True, rtol=1e-5, atol=1e-6, folder="units"):
                 else:
                     assert x.tobytes() == y.tobytes(), f"{rel}/{k} differs (max |diff| {np.max(np.abs(x.astype(float) - y.astype(float)))})"
             else:
-                assert np.allclose(x, y, rtol=rtol, atol=atol * max(1.0, float(np.nanmax(np.abs(x)))), equal_nan=True), \
+                r = (rtol_of or {}).get(k, rtol)
+                assert np.allclose(x, y, rtol=r, atol=atol * max(1.0, float(np.nanmax(np.abs(x)))), equal_nan=True), \
                     f"{rel}/{k}: max |diff| {np.max(np.abs(x.astype(float) - y.astype(float)))}"
         ka = {k: v for k, v in aa.items() if k not in RUN_ATTRS}
         kb = {k: v for k, v in ab.items() if k not in RUN_ATTRS}
+        if not exact:  # real-valued attributes (an evaluation's baselines) to float tolerance
+            for k in set(ka) & set(kb):
+                if isinstance(ka[k], (float, np.floating)) and isinstance(kb[k], (float, np.floating)):
+                    assert np.isclose(ka[k], kb[k], rtol=rtol, atol=0), f"{rel}: attribute {k}: {ka[k]} vs {kb[k]}"
+                    kb[k] = ka[k]
         assert ka == kb, f"{rel}: attributes differ: {set(ka.items()) ^ set(kb.items())}"
     return len(fa)
 

@@ -39,7 +39,10 @@ def test_one_and_two_ranks_and_a_group_of_two(model, tmp_path):
     assert compare_sweeps(tmp_path / "one", tmp_path / "two", exact=True, folder="evaluation") == 6
     # A group sums its members' partial scores in another order: equal to float tolerance.
     assert summary(run(grp, np=2).stdout) == (12, 0, 0, 12)
-    assert compare_sweeps(tmp_path / "one", tmp_path / "grp", exact=False, folder="evaluation") == 6
+    # F divides by LD_clean - LD_corr, which on this random model is hundreds of times smaller than
+    # the logit differences: their float-order differences (within 1e-5) grow by as much in F.
+    assert compare_sweeps(tmp_path / "one", tmp_path / "grp", exact=False, folder="evaluation",
+                          rtol_of={"faithfulness": 1e-3}) == 6
 
 
 def test_evaluation_files_hold_what_the_spec_says(model, tmp_path):
