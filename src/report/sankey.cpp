@@ -308,7 +308,8 @@ std::string sankey_html(const Sankey& s, const PageInfo& info, const std::string
                {"hoverlabel", {{"font", {{"size", 14}}}}},
                {"annotations", notes},
                {"shapes", lines}};
-  oj config = {{"displaylogo", false}, {"responsive", false}};
+  // No mode bar: it would cover the layer headings; sankey.svg beside the page is the picture to keep.
+  oj config = {{"displaylogo", false}, {"responsive", false}, {"displayModeBar", false}};
 
   std::string h;
   h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
