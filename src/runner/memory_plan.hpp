@@ -27,7 +27,7 @@ double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double share
 
 // The "auto" budget's second bound on a rank's work on CPU (private weights come on top): the work
 // of the fewest prompts whose suffix rows (prompts x corrupted positions) reach kAutoRowsPerThread
-// per intra-op thread, and never less than kAutoMinWorkBytes. Why: on CPU the scoring's products
+// per intra-op thread (twice that in bfloat16), and never less than kAutoMinWorkBytes. Why: on CPU the scoring's products
 // (the runs' GEMMs, the backward pass, the contraction) are already efficient at about a hundred
 // rows per thread, while a larger working set costs fresh pages (page faults, first touch) and
 // cache misses; measured (bench_eap --real --only "BM2 Qwen2.5-0.5B f32" --micro N, one thread,

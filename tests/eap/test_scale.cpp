@@ -490,9 +490,9 @@ TEST(MemoryBudget, PlanCountsSharedWeightsOncePerNode) {
 }
 
 // "auto" on CPU (runner::auto_work_cap_bytes): the node's share, but no more work than
-// kAutoRowsPerThread suffix rows per intra-op thread need (never below kAutoMinWorkBytes). A BM2
-// batch of 30 splits into micro-batches of ceil(64 / 23) = 3 prompts on one thread and twice that
-// on two; a small model's batch stays whole; an explicit budget and CUDA are not capped.
+// kAutoRowsPerThread suffix rows per intra-op thread need, twice that in bfloat16 (never below
+// kAutoMinWorkBytes). A float32 BM2 batch of 30 splits into micro-batches of ceil(64 / 23) = 3
+// prompts on one thread and twice that on two or in bfloat16; a small model's batch stays whole; an explicit budget and CUDA are not capped.
 TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
   const model::ModelConfig c = model::preset_config("bm2");
   const int64_t params = 494032768;
@@ -504,6 +504,11 @@ TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
   const int64_t per_thread = (runner::kAutoRowsPerThread + 22) / 23;
   EXPECT_EQ(cap1, std::max(runner::kAutoMinWorkBytes, eap::batch_work_bytes(w, per_thread, 35, 23)));
   EXPECT_EQ(cap2, std::max(runner::kAutoMinWorkBytes, eap::batch_work_bytes(w, 2 * per_thread, 35, 23)));
+  // bfloat16: twice the rows per thread (its products are twice as fast per row).
+  eap::WorkShape w16 = w;
+  w16.activation_bytes = 2;
+  EXPECT_EQ(runner::auto_work_cap_bytes(w16, 35, 23, 1),
+            std::max(runner::kAutoMinWorkBytes, eap::batch_work_bytes(w16, (2 * runner::kAutoRowsPerThread + 22) / 23, 35, 23)));
   const double share = runner::rank_budget_bytes(s, 1, 4.0 * params);
   if (share < 2 * cap2) GTEST_SKIP() << "this node's memory (" << share << " bytes per rank) is below the cap";
   const runner::MemoryPlan one = runner::plan_memory(c, params, 4.0 * params, s, 30, 35, 23, 1, 1);
@@ -514,6 +519,10 @@ TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
   EXPECT_LT((4.0 * params + 2 * one.work) / (4.0 * params + one.work), 1.3);
   const runner::MemoryPlan two = runner::plan_memory(c, params, 4.0 * params, s, 30, 35, 23, 1, 2);
   EXPECT_EQ(two.micro, 2 * per_thread);
+  job::Settings s16 = s;
+  s16.dtype = "bfloat16";
+  EXPECT_EQ(runner::plan_memory(c, params, 2.0 * params, s16, 30, 35, 23, 1, 1).micro,
+            (2 * runner::kAutoRowsPerThread + 22) / 23);
   // Private (converted) weights come on top of the cap: the same micro-batches.
   EXPECT_EQ(runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 1, 1).micro, per_thread);
   // An explicit budget is the user's: not capped.
