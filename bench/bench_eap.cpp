@@ -5,6 +5,7 @@
 // engine runs) and not, against the same shape's normal checkpoint. Every ratio is measured within
 // this one run.
 // Usage: bench_eap [--quick] [--real] [--threads N] [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16]
+//                  [--only TEXT] [--micro N]
 // On CUDA the times include the copy of each batch's scores back to the host (as in a sweep); the
 // memory columns are host memory only.
 #include <ATen/ATen.h>
@@ -22,6 +23,7 @@
 
 #include "eap/graph.hpp"
 #include "eap/memory.hpp"
+#include "eap/micro_batch.hpp"
 #include "eap/score.hpp"
 #include "model/denormal.hpp"
 #include "model/make.hpp"
@@ -90,7 +92,9 @@ struct Row {
   eap::ScoreProfile phases;
 };
 
-Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_prompt, int B, int P) {
+// micro > 0: the EAP batch is scored in micro-batches of at most `micro` prompts (as a rank under a
+// memory budget scores it), to see what smaller working sets cost in speed.
+Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_prompt, int B, int P, int micro = 0) {
   const auto tmp = std::filesystem::temp_directory_path() / ("teap_bench_model_" + std::to_string(::getpid()));
   std::filesystem::remove_all(tmp);
   model::SaveOptions so;
@@ -125,7 +129,7 @@ Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_pr
   opts.profile = &r.phases;
   r.eap_s = best_of(reps, [&] {
     r.phases = {};
-    eap::score_batch(m, g, in, opts);
+    eap::score_in_micro_batches(m, g, in, opts, micro);
   });
   r.peak_mib = peak_mib();
   r.work_mib = r.peak_mib - base_mib;
@@ -159,11 +163,16 @@ Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_pr
 
 int main(int argc, char** argv) {
   bool quick = false, real = false;
+  std::string only;  // run only the lines whose name contains it ("denormal", "methods": those sections)
+  int micro = 0;
   model::LoadOptions lo;
   const char* usage_line =
       "usage: bench_eap [--quick] [--real] [--threads N] [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16]\n"
       "  --real: also the real BM2 (Qwen2.5-0.5B) and BM3 (Llama-3.2-1B) shapes, float32 and bfloat16 (BM3 float32\n"
-      "          needs about 12 GiB and several minutes), and the denormal case at BM2 shape\n";
+      "          needs about 12 GiB and several minutes), and the denormal case at BM2 shape\n"
+      "  --only TEXT: only the model lines whose name (e.g. 'BM3 Llama-3.2-1B bf16') contains TEXT; 'denormal' or\n"
+      "          'methods': only that section\n"
+      "  --micro N: score each EAP batch in micro-batches of at most N prompts (as under a memory budget)\n";
   auto usage = [&](const std::string& why) {
     std::cerr << "bench_eap: " << why << "\n" << usage_line;
     std::exit(2);
@@ -185,6 +194,11 @@ int main(int argc, char** argv) {
     } else if (arg == "--dtype" && has_value) {
       lo.dtype = argv[++i];
       if (lo.dtype != "float32" && lo.dtype != "bfloat16") usage("--dtype: float32 or bfloat16, not '" + lo.dtype + "'");
+    } else if (arg == "--only" && has_value) {
+      only = argv[++i];
+    } else if (arg == "--micro" && has_value) {
+      micro = std::atoi(argv[++i]);
+      if (micro < 1) usage(std::string("--micro: not a positive number: '") + argv[i] + "'");
     } else if (arg == "-h" || arg == "--help") {
       std::cout << usage_line;
       return 0;
@@ -209,13 +223,19 @@ int main(int argc, char** argv) {
       cases.push_back({std::string("BM3 Llama-3.2-1B ") + (bf ? "bf16" : "f32"), model::preset_config("bm3"), dt, bf, true});
     }
   }
-  std::printf("threads: %d (intra-op), batch %d prompts x %d tokens (the last 24 differ), %s\n", at::get_num_threads(), B, P,
-              lo.device.c_str());
+  if (!only.empty()) {
+    std::vector<Case> kept;
+    for (const Case& k : cases)
+      if ((k.name + " " + k.dtype).find(only) != std::string::npos) kept.push_back(k);
+    cases = kept;
+  }
+  std::printf("threads: %d (intra-op), batch %d prompts x %d tokens (the last 24 differ), %s%s\n", at::get_num_threads(), B, P,
+              lo.device.c_str(), micro > 0 ? (", micro-batches of at most " + std::to_string(micro) + " prompts").c_str() : "");
   std::printf("%-26s %-8s %7s %10s %8s %8s %6s %9s %9s %9s %11s %8s\n", "model", "dtype", "load s", "fwd tok/s", "fwd s",
               "eap s", "ratio", "work MiB", "est. MiB", "peak MiB", "per-prompt s", "speed-up");
   std::vector<std::pair<std::string, Row>> rows;
   for (const Case& k : cases) {
-    const Row r = measure(k, lo, k.real ? 1 : reps, !k.real, B, P);
+    const Row r = measure(k, lo, k.real ? 1 : reps, !k.real && micro == 0, B, P, micro);
     std::printf("%-26s %-8s %7.2f %10.0f %8.3f %8.3f %6.2f %9.0f %9.0f %9.0f", k.name.c_str(), k.dtype.c_str(), r.load_s,
                 B * P / r.fwd_s, r.fwd_s, r.eap_s, r.eap_s / r.fwd_s, r.work_mib, r.estimate_mib, r.peak_mib);
     if (r.one_s > 0) std::printf(" %11.3f %7.1fx", r.one_s, r.one_s / r.eap_s);
@@ -225,7 +245,7 @@ int main(int argc, char** argv) {
   }
 
   // Denormals: the same shape, a normal checkpoint against one whose products are denormal.
-  {
+  if (only.empty() || only == "denormal") {
     Case normal{real ? "BM2 Qwen2.5-0.5B" : "qwen2-small (8x8/2, d512)",
                 real ? model::preset_config("bm2") : small(Family::Qwen2, 8, 8, 2, 512, 2816, 151936), "float32"};
     Case denormal = normal;
@@ -245,7 +265,7 @@ int main(int argc, char** argv) {
   }
 
   // The gradient methods (issue 12) on the BM1 shape: one batch each, against one inference forward pass.
-  {
+  if (only.empty() || only == "methods") {
     const model::Model m = model::random_model(small(Family::GptNeo, 2, 16, 16, 1024, 4096, 50257), 1,
                                                lo.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat);
     const eap::BatchInput in = make_input(B, P, m.config.vocab_size);

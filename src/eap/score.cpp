@@ -22,13 +22,16 @@ namespace {
 // X [r, L] . Y[k, L]^T for a very long L and small r, k. BLAS splits a product's threads over its
 // rows and columns, of which there are few here; cutting L into one slice per thread and adding
 // the slices' products keeps every thread busy.
+// bfloat16 operands give a bfloat16 product (accumulated in float32 by oneDNN / cuBLAS, rounded
+// once at the end); the slices' products are added in float32.
 at::Tensor long_product(const at::Tensor& X, const at::Tensor& Y) {
   const int64_t threads = at::get_num_threads(), L = X.size(1);
   if (threads <= 1 || L < threads * 4096 || L % threads != 0 || !X.device().is_cpu()) return at::matmul(X, Y.t());
   const int64_t c = threads, Lc = L / c;
   const at::Tensor Xs = X.view({X.size(0), c, Lc}).transpose(0, 1);  // [c, r, Lc]
   const at::Tensor Ys = Y.view({Y.size(0), c, Lc}).permute({1, 2, 0});  // [c, Lc, k]
-  return at::bmm(Xs, Ys).sum(0);
+  const at::Tensor parts = at::bmm(Xs, Ys);
+  return (parts.scalar_type() == at::kBFloat16 ? parts.to(at::kFloat) : parts).sum(0);
 }
 
 // Marks phase boundaries; a no-op without a profile.
@@ -166,19 +169,27 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   // Both records cover positions [start, P): N = B * Ps rows of d features.
 
   at::NoGradGuard no_grad;
+  // The contraction's operand type. A bfloat16 run keeps its upstream differences in bfloat16 and
+  // contracts them with its gradients rounded once to bfloat16: the products accumulate in float32
+  // inside the GEMM (oneDNN on CPU, cuBLAS on CUDA), at twice float32's speed and half its memory;
+  // the activations themselves are bfloat16, so the differences lose nothing but the final rounding
+  // of each head's z_h . W_O[h] (relative 2^-9, unbiased), and the gradients keep being built in
+  // float32 (the norms' VJPs subtract nearly equal terms) before that one rounding. Tolerance and
+  // top edges against float32: docs/eap.md, tests/eap/test_scale.cpp (Bf16Contraction).
+  const auto ot = m.dtype == at::kBFloat16 ? at::kBFloat16 : ct;
   // Upstream differences a_u_clean - a_u_corrupt, one row per upstream node: A [U, N, d].
   const int64_t U = g.n_upstream();
-  at::Tensor A = at::empty({U, N, d}, at::TensorOptions().dtype(ct).device(m.device));
+  at::Tensor A = at::empty({U, N, d}, at::TensorOptions().dtype(ot).device(m.device));
   for (int l = 0; l < c.n_layers; ++l) {
     const auto& rc = clean.layers[l];
     const auto& rr = corrupt.layers[l];
-    const at::Tensor z_diff = (rc.z.detach() - rr.z.detach()).to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh});
-    const at::Tensor w_o = m.weights.layers[l].w_o.to(ct).view({d, H, dh}).permute({1, 2, 0}).contiguous();  // [H,dh,d]
+    const at::Tensor z_diff = (rc.z.detach() - rr.z.detach()).to(ot).permute({2, 0, 1, 3}).reshape({H, N, dh});
+    const at::Tensor w_o = m.weights.layers[l].w_o.to(ot).view({d, H, dh}).permute({1, 2, 0}).contiguous();  // [H,dh,d]
     at::Tensor heads_out = A.narrow(0, g.head_up(l, 0), H);
     at::bmm_out(heads_out, z_diff, w_o);  // each head's z_h . W_O[h], written in place
-    A.select(0, g.mlp_up(l)).copy_((rc.mlp_out.detach() - rr.mlp_out.detach()).to(ct).reshape({N, d}));
+    A.select(0, g.mlp_up(l)).copy_((rc.mlp_out.detach() - rr.mlp_out.detach()).reshape({N, d}));
   }
-  if (g.input_up() >= 0) A.select(0, g.input_up()).copy_((clean.embed.detach() - corrupt.embed.detach()).to(ct).reshape({N, d}));
+  if (g.input_up() >= 0) A.select(0, g.input_up()).copy_((clean.embed.detach() - corrupt.embed.detach()).reshape({N, d}));
   const at::Tensor A2 = A.view({U, N * d});
   clock.lap(&ScoreProfile::differences);
 
@@ -186,7 +197,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   const int64_t in_row = g.input_up();
   const bool layer_norm = c.family == model::Family::GptNeo;
 
-  at::Tensor G_buffer;
+  at::Tensor G_buffer, G_low;  // G_low: the bfloat16 copy the contraction reads in a bfloat16 run
   for (int b = 0; b < c.n_layers; ++b) {
     const auto& rc = clean.layers[b];
     const auto& w = m.weights.layers[b];
@@ -195,7 +206,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     const bool head_cols = g.heads_down() && (rows > 0 || in_row >= 0);
     const int64_t K = head_cols ? 3 * H + 1 : 1;  // gradient rows: q, k, v per query head, then the MLP
     // One buffer for every layer's gradients: a fresh allocation per layer costs page faults.
-    if (!G_buffer.defined()) G_buffer = at::empty({g.heads_down() ? 3 * H + 1 : 1, N, d}, A.options());
+    if (!G_buffer.defined()) G_buffer = at::empty({g.heads_down() ? 3 * H + 1 : 1, N, d}, A.options().dtype(ct));
     at::Tensor Gall = G_buffer.narrow(0, 0, K);
     if (sum) {
       sum->layer_gradients(b, Gall);  // the runs' summed gradients at the layer's destinations
@@ -229,21 +240,26 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
         heads(2, rc.v, w.w_v, group);
       }
     }
-    const at::Tensor G = Gall.view({K, N * d});
+    at::Tensor G = Gall.view({K, N * d});
+    if (ot != ct) {
+      if (!G_low.defined()) G_low = at::empty(G_buffer.sizes(), A.options());
+      G = G_low.narrow(0, 0, K).copy_(Gall).view({K, N * d});
+    }
     // One pass over the upstream differences per layer: every column of the layer at once.
     const at::Tensor term = long_product(A2.narrow(0, 0, rows_m), G);  // [rows_m, K]
     S.narrow(0, 0, rows_m).select(1, g.mlp_down(b)).copy_(term.select(1, K - 1));
     if (head_cols && rows > 0) S.narrow(0, 0, rows).narrow(1, g.q_down(b, 0), 3 * H).copy_(term.narrow(0, 0, rows).narrow(1, 0, 3 * H));
     if (in_row >= 0) {
-      const at::Tensor t_in = at::mv(G, A2.select(0, in_row));  // [K]
+      // A one-row product (not at::mv): bfloat16 matrix-vector products have no fast CPU kernel.
+      const at::Tensor t_in = long_product(A2.narrow(0, in_row, 1), G).squeeze(0);  // [K]
       S.select(0, in_row).select(0, g.mlp_down(b)).copy_(t_in.select(0, K - 1));
       if (head_cols) S.select(0, in_row).narrow(0, g.q_down(b, 0), 3 * H).copy_(t_in.narrow(0, 0, 3 * H));
     }
   }
   if (g.logits_down() >= 0) {
-    const at::Tensor Gl = sum ? sum->final_gradient().reshape({1, N * d})
-                              : grad_or_zeros(clean.resid_final).detach().to(ct).reshape({1, N * d});
-    S.narrow(1, g.logits_down(), 1).copy_(at::matmul(A2, Gl.t()));
+    const at::Tensor Gl = (sum ? sum->final_gradient().reshape({1, N * d})
+                               : grad_or_zeros(clean.resid_final).detach().reshape({1, N * d})).to(ot);
+    S.narrow(1, g.logits_down(), 1).copy_(long_product(A2, Gl));
   }
   if (sum) S.div_(sum->runs());  // the mean of the runs' gradients
   // Checked before a rank group adds its parts, so that the rank that overflowed is the one to say so.

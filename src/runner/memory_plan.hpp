@@ -21,8 +21,26 @@ double node_memory_bytes();
 // settings.memory_budget in bytes: what one rank may hold privately, its batch's work and any
 // private weights (weights mapped read-only are the node's, counted once, not in any rank's
 // budget). "auto": 90% of node_memory_bytes(), less the shared weights, divided among the node's
-// ranks (0, no limit, when unknown or on CUDA).
+// ranks (0, no limit, when unknown or on CUDA). The plans below also cap "auto" by
+// auto_work_cap_bytes.
 double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double shared_weight_bytes = 0);
+
+// The "auto" budget's second bound on a rank's work on CPU (private weights come on top): the work
+// of the fewest prompts whose suffix rows (prompts x corrupted positions) reach kAutoRowsPerThread
+// per intra-op thread (twice that in bfloat16), and never less than kAutoMinWorkBytes. Why: on CPU the scoring's products
+// (the runs' GEMMs, the backward pass, the contraction) are already efficient at about a hundred
+// rows per thread, while a larger working set costs fresh pages (page faults, first touch) and
+// cache misses; measured (bench_eap --real --only "BM2 Qwen2.5-0.5B f32" --micro N, one thread,
+// 2026-12-02, docs/jobs.md): one EAP batch of 30 prompts took 33.4-36.8 s whole, 27.6 s in
+// micro-batches of 8, 28.9-30.3 s of 4, 32.9 s of 3, 34.9 s of 2 (below ~4 prompts each
+// micro-batch's pass over the weights starts to dominate). Without this bound a batch of 30 never
+// split and each rank's work (about twice the BM2 weights) made two ranks hold 1.69x one rank's
+// memory (bench/bench_memory.py); with it each rank's work is a fraction of the weights the node's
+// ranks share. kAutoMinWorkBytes keeps small models, whose whole batch is cheap, in whole batches
+// (and their results bit-identical to an unsplit run).
+constexpr int64_t kAutoRowsPerThread = 64;
+constexpr double kAutoMinWorkBytes = 256.0 * 1024 * 1024;
+double auto_work_cap_bytes(const eap::WorkShape& w, int64_t positions, int64_t suffix, int threads);
 
 struct MemoryPlan {
   double weights_private = 0;  // bytes of weights only this rank holds
@@ -44,13 +62,14 @@ struct MemoryPlan {
 // `parameters` and `stored_bytes`: of the checkpoint's tensors (model::CheckpointInfo). On CPU the
 // weights are shared when stored in the run's dtype (mapped) or when the node's ranks share a
 // converted copy (ranks_on_node > 1); otherwise private (CUDA: on the device, none on the host).
+// `threads`: the rank's intra-op threads (the "auto" budget's cap grows with them).
 MemoryPlan plan_memory(const model::ModelConfig& c, int64_t parameters, double stored_bytes, const job::Settings& s,
-                       int64_t prompts, int64_t positions, int64_t suffix, int ranks_on_node);
+                       int64_t prompts, int64_t positions, int64_t suffix, int ranks_on_node, int threads = 1);
 
 // The same for a loaded model: its weights' bytes and how many of them are mapped are known.
 MemoryPlan plan_memory_loaded(const model::ModelConfig& c, double weight_bytes, double mapped_bytes,
                               const job::Settings& s, int64_t prompts, int64_t positions, int64_t suffix,
-                              int ranks_on_node);
+                              int ranks_on_node, int threads = 1);
 
 // One line for --dry-run: "about 7.7 GiB per rank (weights 4.6 GiB shared, ...)".
 std::string describe(const MemoryPlan& p, int ranks_on_node);

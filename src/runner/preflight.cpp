@@ -116,7 +116,8 @@ PreflightResult preflight(const job::Job& job, const PreflightContext& ctx) {
       continue;
     }
     const int S = P - first_difference(b.examples.front());
-    const MemoryPlan plan = plan_memory(m->config, m->parameters, double(m->bytes), s, share, P, S, ctx.ranks_on_node);
+    const MemoryPlan plan = plan_memory(m->config, m->parameters, double(m->bytes), s, share, P, S, ctx.ranks_on_node,
+                                        ctx.threads);
     auto& worst = worst_plan[c.weights];
     if (!worst || plan.peak_resident() > worst->second.peak_resident()) worst = std::make_pair(c.id, plan);
   }

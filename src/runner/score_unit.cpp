@@ -160,7 +160,7 @@ UnitOutcome run_score_unit(const UnitEnv& env, Workspace& ws, const UnitRef& uni
     // Within the rank's memory budget: micro-batches whose scores add up to the part's (issue 17).
     const MemoryPlan mem = plan_memory_loaded(m.config, double(model::parameter_count(m)) * m.weights.wte.element_size(),
                                               double(m.mapped_bytes), s, part.n_prompts, part.n_positions,
-                                              part.n_positions - first_difference(part), ws.ranks_on_node);
+                                              part.n_positions - first_difference(part), ws.ranks_on_node, env.threads);
     if (mem.micro == 0)
       throw InputError(job.path + ": settings.memory_budget: " + eap::format_bytes(mem.budget) + " per rank is less than " +
                        cell.weights + " needs for one prompt");
