@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "eap/circuit.hpp"
 #include "eap/evaluate.hpp"
 #include "eap/graph.hpp"
@@ -25,18 +26,8 @@ using namespace teap;
 
 namespace {
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-template <class F>
-double best_of(int reps, F&& f) {
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const double t0 = now();
-    f();
-    best = std::min(best, now() - t0);
-  }
-  return best;
-}
+using bench::best_of;
+using bench::now;
 
 // Circuits of the notebook's graph that keep `k` random scored edges each (what `top-k` and
 // `consistent` look like to the patched run: most edges ablated).

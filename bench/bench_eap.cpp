@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "eap/graph.hpp"
 #include "eap/memory.hpp"
 #include "eap/micro_batch.hpp"
@@ -33,7 +34,8 @@ using namespace teap;
 
 namespace {
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+using bench::best_of;
+using bench::now;
 
 // Peak resident memory since the last reset, in MiB (Linux: /proc/self/status VmHWM), and now (VmRSS).
 double status_mib(const char* key) {
@@ -46,17 +48,6 @@ double status_mib(const char* key) {
 double peak_mib() { return status_mib("VmHWM:"); }
 double rss_mib() { return status_mib("VmRSS:"); }
 void reset_peak() { std::ofstream("/proc/self/clear_refs") << "5"; }
-
-template <class F>
-double best_of(int reps, F&& f) {
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const double t0 = now();
-    f();
-    best = std::min(best, now() - t0);
-  }
-  return best;
-}
 
 struct Case {
   std::string name;

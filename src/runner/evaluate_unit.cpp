@@ -115,12 +115,8 @@ UnitOutcome run_evaluate_unit(const UnitEnv& env, Workspace& ws, const UnitRef& 
     outcome.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     outcome.evaluation =
         evaluation_record(job, cell, unit.batch, ws.cell, ev, outcome.seconds, env.rt.rank(), env.threads);
-  } catch (const InputError& e) {
-    outcome.error = UnitOutcome::Error::input;
-    outcome.message = e.what();
   } catch (const std::exception& e) {
-    outcome.error = UnitOutcome::Error::failure;
-    outcome.message = e.what();
+    outcome.fail(e);
   }
   return outcome;
 }

@@ -6,9 +6,15 @@
 #include <filesystem>
 
 #include "runner/folder.hpp"
+#include "util/error.hpp"
 #include "util/files.hpp"
 
 namespace teap::runner {
+
+void UnitOutcome::fail(const std::exception& e) {
+  error = dynamic_cast<const InputError*>(&e) ? Error::input : Error::failure;
+  message = e.what();
+}
 namespace fs = std::filesystem;
 
 UnitOutcome run_unit(const UnitEnv& env, Workspace& ws, const Plan& plan, const UnitRef& unit) {

@@ -3,6 +3,7 @@
 // of `run_unit` with a file of its own (score_unit.cpp for `score`); the loop does not change.
 #pragma once
 
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,8 @@ struct UnitOutcome {
   std::optional<io::UnitRecord> record;
   std::optional<io::EvaluationRecord> evaluation;
   double seconds = 0;
+  // Records `e` as the unit's error: `input` for an InputError (a bad file or setting), else `failure`.
+  void fail(const std::exception& e);
 };
 
 // Runs `unit` (every member of the group calls this; members agree on success or failure).

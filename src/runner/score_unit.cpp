@@ -186,12 +186,8 @@ UnitOutcome run_score_unit(const UnitEnv& env, Workspace& ws, const UnitRef& uni
     outcome.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (group.leader())
       outcome.record = unit_record(job, cell, unit.batch, batch, full, g, r, m, outcome.seconds, env.rt.rank(), env.threads);
-  } catch (const InputError& e) {
-    outcome.error = UnitOutcome::Error::input;
-    outcome.message = e.what();
   } catch (const std::exception& e) {
-    outcome.error = UnitOutcome::Error::failure;
-    outcome.message = e.what();
+    outcome.fail(e);
   }
   if (outcome.error != UnitOutcome::Error::none && group.size() > 1 && !known_failed && phase < 2) {
     int64_t one = 1;
