@@ -14,12 +14,14 @@
 #include "report/diff.hpp"
 #include "report/sankey.hpp"
 #include "report/summary.hpp"
+#include "report_test_util.hpp"
 #include "util/error.hpp"
 
 namespace {
 
 using namespace teap;
 using namespace teap::report;
+using namespace teap::report_test;
 using Edges = std::vector<std::pair<std::string, std::string>>;
 
 CellSummary cell(const std::string& arch, int64_t model, int64_t cs, const std::string& feature,
@@ -36,35 +38,6 @@ CellSummary cell(const std::string& arch, int64_t model, int64_t cs, const std::
   c.n_batches = c.batches_present = 3;
   c.edges = std::move(edges);
   return c;
-}
-
-size_t count(const std::string& s, const std::string& what) {
-  size_t n = 0;
-  for (size_t p = 0; (p = s.find(what, p)) != std::string::npos; p += what.size()) ++n;
-  return n;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string temp_file(const std::string& name, const std::string& text) {
-  const std::string path = ::testing::TempDir() + "/" + name;
-  std::ofstream(path, std::ios::binary) << text;
-  return path;
-}
-
-template <class F>
-std::string input_error(F f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no InputError)";
 }
 
 // A result JSON with the given metadata fields (JSON text) and edges.

@@ -20,41 +20,14 @@
 #include "report/notebook_json.hpp"
 #include "report/sankey.hpp"
 #include "report/summary.hpp"
+#include "report_test_util.hpp"
 #include "util/error.hpp"
 
 namespace {
 
 using namespace teap;
 using namespace teap::report;
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string temp_file(const std::string& name, const std::string& text) {
-  const std::string path = ::testing::TempDir() + "/" + name;
-  std::ofstream(path, std::ios::binary) << text;
-  return path;
-}
-
-template <class F>
-std::string input_error(F f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no InputError)";
-}
-
-size_t count(const std::string& s, const std::string& what) {
-  size_t n = 0;
-  for (size_t p = 0; (p = s.find(what, p)) != std::string::npos; p += what.size()) ++n;
-  return n;
-}
+using namespace teap::report_test;
 
 // Minimal XML well-formedness: balanced tags, quoted attributes, known entities only.
 bool well_formed_xml(const std::string& x, std::string* why) {
