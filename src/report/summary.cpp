@@ -210,6 +210,33 @@ const char* kCss =
 
 }  // namespace
 
+std::vector<size_t> heatmap_rows(const std::vector<EdgeRecurrence>& rec, const std::vector<int>& cells, int most) {
+  std::vector<bool> take(rec.size(), false);
+  // Every cell's strongest edge, so that no column with edges is blank.
+  for (int c : cells) {
+    size_t best = rec.size();
+    double best_abs = -1;
+    for (size_t r = 0; r < rec.size(); ++r)
+      for (size_t k = 0; k < rec[r].cells.size(); ++k)
+        if (rec[r].cells[k] == c && std::fabs(rec[r].scores[k]) > best_abs) {
+          best = r;
+          best_abs = std::fabs(rec[r].scores[k]);
+        }
+    if (best < rec.size()) take[best] = true;
+  }
+  // Then the most recurrent, up to `most` rows in all.
+  size_t n = static_cast<size_t>(std::count(take.begin(), take.end(), true));
+  for (size_t r = 0; r < rec.size() && n < static_cast<size_t>(std::max(1, most)); ++r)
+    if (!take[r]) {
+      take[r] = true;
+      ++n;
+    }
+  std::vector<size_t> rows;
+  for (size_t r = 0; r < rec.size(); ++r)
+    if (take[r]) rows.push_back(r);
+  return rows;
+}
+
 std::string summary_html(const SweepSummary& s) {
   const bool evaluated = std::any_of(s.cells.begin(), s.cells.end(), [](const CellSummary& c) { return c.evaluated; });
   std::string h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
@@ -307,18 +334,20 @@ std::string summary_html(const SweepSummary& s) {
   if (rec.empty()) {
     h += "<p id=\"no-comparison\">No done cell has consistent edges yet: nothing to compare.</p>\n";
   } else {
-    const size_t rows = std::min<size_t>(rec.size(), std::max(1, s.heatmap_rows));
+    const std::vector<size_t> shown = heatmap_rows(rec, done, s.heatmap_rows);
+    const size_t rows = shown.size();
     // Several architectures: each row names its own, as their node names are not the same nodes.
     const bool several = std::any_of(rec.begin(), rec.end(), [&](const EdgeRecurrence& e) { return e.arch != rec[0].arch; });
     auto edge_name = [&](const EdgeRecurrence& e) {
       return (several ? e.arch + ": " : std::string()) + e.from + " \xe2\x86\x92 " + e.to;
     };
     double vmax = 0;
-    for (size_t r = 0; r < rows; ++r)
+    for (size_t r : shown)
       for (double x : rec[r].scores) vmax = std::max(vmax, std::fabs(x));
     if (vmax == 0) vmax = 1;
-    h += "<p class=\"meta\">Heatmap: the " + std::to_string(rows) + " most recurrent of " + std::to_string(rec.size()) +
-         " edges (rows) in the " + std::to_string(done.size()) +
+    h += "<p class=\"meta\">Heatmap: " + std::to_string(rows) + " of " + std::to_string(rec.size()) +
+         " edges (rows), the most recurrent and every cell's strongest (all of them: comparison.html), in the " +
+         std::to_string(done.size()) +
          " done cells (columns); colour is the edge's mean normalised score in the cell, blank where the edge is not "
          "consistent there.</p>\n";
     h += "<div class=\"legend\"><span>" + fmt("%.3g", -vmax) + "</span><span class=\"bar\" style=\"background:linear-gradient(to right," +
@@ -327,7 +356,7 @@ std::string summary_html(const SweepSummary& s) {
     h += "<div class=\"scroll\"><table class=\"heat\" id=\"heatmap\">\n<thead><tr><th class=\"edge\">edge \\ cell</th>";
     for (int c : done) h += "<th class=\"cell\" title=\"" + esc(s.cells[c].id) + "\">" + esc(s.cells[c].id) + "</th>";
     h += "</tr></thead>\n<tbody>\n";
-    for (size_t r = 0; r < rows; ++r) {
+    for (size_t r : shown) {
       const EdgeRecurrence& e = rec[r];
       const std::string name = edge_name(e);
       h += "<tr><th class=\"edge\">" + esc(name) + "</th>";

@@ -76,7 +76,7 @@ struct SweepSummary {
   std::vector<std::string> lines;  // header lines (folder, job, settings)
   std::vector<CellSummary> cells;  // in manifest order
   bool include_flagged = false;    // flagged cells join the heatmap, its colour scale and the recurrence table
-  int heatmap_rows = 60;           // most recurrent edges shown in the heatmap
+  int heatmap_rows = 60;           // rows of the heatmap: each cell's strongest edge, then the most recurrent
   int recurrence_rows = 40;        // rows of the recurrence table
   std::vector<MethodComparison> comparisons;  // `reduce --compare`: a "Methods compared" section each
   std::string comparison_href;  // the cross-cell comparison page (report/comparison.hpp), "" for none
@@ -96,6 +96,11 @@ struct EdgeRecurrence {
 // then by name. An edge is one per architecture: l0.h3 of BM1 is not l0.h3 of BM2.
 // Flagged cells are left out unless `include_flagged`.
 std::vector<EdgeRecurrence> edge_recurrence(const std::vector<CellSummary>& cells, bool include_flagged = false);
+
+// The rows of the summary's heatmap, indices into `rec` in its order: the strongest edge of every
+// cell in `cells` (a cell with edges never has a blank column), then the most recurrent edges up to
+// `most` rows in all (more when the cells' strongest alone are more).
+std::vector<size_t> heatmap_rows(const std::vector<EdgeRecurrence>& rec, const std::vector<int>& cells, int most);
 
 // Whether a cell takes part in the cross-cell comparison: done, and unflagged unless asked.
 bool compared(const CellSummary& c, bool include_flagged);

@@ -747,6 +747,32 @@ TEST(Summary, RecurrenceAcrossCells) {
   EXPECT_EQ(count(html, "<td class=\"v\""), 5u);
 }
 
+TEST(Summary, HeatmapShowsEveryCellsStrongestEdge) {
+  // Two cells share 3 edges; a third has 2 edges of its own, weaker and recurring nowhere: with 3
+  // rows allowed, the most recurrent would leave its column blank.
+  auto cells = sample_cells();
+  cells[0].edges = {{"l0.h1", "l1.mlp", 0.5}, {"l0.h2", "l1.mlp", 0.4}, {"l0.h3", "l1.mlp", 0.3}};
+  cells[1].status = CellStatus::Done;
+  cells[1].edges = cells[0].edges;
+  cells[2].status = CellStatus::Done;
+  cells[2].edges = {{"l1.h0", "l1.mlp", -0.05}, {"l1.h1", "l1.mlp", 0.01}};
+  const auto rec = edge_recurrence(cells);
+  ASSERT_EQ(rec.size(), 5u);
+  const std::vector<size_t> rows = heatmap_rows(rec, {0, 1, 2}, 3);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rec[rows[0]].from, "l0.h1");  // cells 0 and 1's strongest
+  EXPECT_EQ(rec[rows[1]].from, "l0.h2");  // the most recurrent after it
+  EXPECT_EQ(rec[rows[2]].from, "l1.h0");  // cell 2's strongest, not the third shared edge
+  SweepSummary s;
+  s.cells = cells;
+  s.heatmap_rows = 3;
+  const std::string html = summary_html(s);
+  EXPECT_EQ(count(html, "<td class=\"v\""), 5u);  // 2 + 2 + 1 coloured
+  EXPECT_NE(html.find("l1.h0 \xe2\x86\x92 l1.mlp in BM1.CS1.DefTableName"), std::string::npos);
+  // More cells than rows: every cell's strongest is still shown.
+  EXPECT_EQ(heatmap_rows(rec, {0, 1, 2}, 1).size(), 2u);
+}
+
 TEST(Summary, NothingToCompare) {
   SweepSummary s;
   s.cells = sample_cells();
