@@ -74,17 +74,7 @@ int main(int argc, char** argv) {
   const int reps = quick ? 1 : 3, B = 30, P = 35, corrupt_at = 11;
   const model::ModelConfig c = model::family_config(model::Family::GptNeo, 2, 16, 16, 1024, 4096, 50257);
   const model::Model m = model::random_model(c, 1);
-  const at::Tensor ids = at::randint(0, c.vocab_size, {B, P}, at::detail::createCPUGenerator(7), at::kLong);
-  eap::BatchInput in;
-  in.n_prompts = B;
-  in.n_positions = P;
-  in.clean_ids.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + B * P);
-  in.corrupt_ids = in.clean_ids;
-  for (int i = 0; i < B; ++i) {
-    in.corrupt_ids[i * P + corrupt_at] = (in.corrupt_ids[i * P + corrupt_at] + 1) % c.vocab_size;  // one word differs
-    in.clean_answer.push_back((i * 7919) % c.vocab_size);
-    in.corrupt_answer.push_back((i * 104729 + 13) % c.vocab_size);
-  }
+  const eap::BatchInput in = bench::random_batch(B, P, c.vocab_size, corrupt_at);
   std::printf("BM1 shape (gpt_neo 2 layers x 16 heads, d 1024), %d prompts x %d tokens (first difference at %d), "
               "%d threads\n", B, P, corrupt_at, at::get_num_threads());
   eap::logit_diffs(m, in.clean_ids, B, P, in.clean_answer, in.corrupt_answer, eap::MetricPairing::Own);  // warm-up
@@ -94,7 +84,8 @@ int main(int argc, char** argv) {
 
   // The patched passes alone, after the clean and corrupt runs every evaluation shares.
   model::ActivationRecord prefix, clean, corrupt;
-  const at::Tensor clean_ids = ids, corrupt_ids = at::tensor(at::ArrayRef<int64_t>(in.corrupt_ids)).view({B, P});
+  const at::Tensor clean_ids = at::tensor(at::ArrayRef<int64_t>(in.clean_ids)).view({B, P}),
+                   corrupt_ids = at::tensor(at::ArrayRef<int64_t>(in.corrupt_ids)).view({B, P});
   model::forward(m, clean_ids.narrow(1, 0, corrupt_at), &prefix);
   model::forward(m, clean_ids, &clean, corrupt_at, &prefix);
   model::forward(m, corrupt_ids, &corrupt, corrupt_at, &prefix);

@@ -62,22 +62,6 @@ model::ModelConfig small(model::Family f, int layers, int heads, int kv, int d, 
   return model::family_config(f, layers, heads, kv, d, mlp, vocab);
 }
 
-eap::BatchInput make_input(int B, int P, int vocab) {
-  at::Generator gen = at::detail::createCPUGenerator(7);
-  const at::Tensor ids = at::randint(0, vocab, {B, P}, gen, at::kLong);
-  eap::BatchInput in;
-  in.n_prompts = B;
-  in.n_positions = P;
-  in.clean_ids.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + B * P);
-  in.corrupt_ids = in.clean_ids;
-  for (int i = 0; i < B; ++i) {
-    in.corrupt_ids[i * P + 11] = (in.corrupt_ids[i * P + 11] + 1) % vocab;  // one word differs
-    in.clean_answer.push_back((i * 7919) % vocab);
-    in.corrupt_answer.push_back((i * 104729 + 13) % vocab);
-  }
-  return in;
-}
-
 struct Row {
   double load_s = 0, fwd_s = 0, eap_s = 0, work_mib = 0, peak_mib = 0, estimate_mib = 0, one_s = 0;
   eap::ScoreProfile phases;
@@ -107,7 +91,7 @@ Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_pr
   Row r;
   model::Model m;
   r.load_s = best_of(1, [&] { m = model::load_model(tmp.string(), lo); });
-  const eap::BatchInput in = make_input(B, P, k.config.vocab_size);
+  const eap::BatchInput in = bench::random_batch(B, P, k.config.vocab_size);
   const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads);
   // Warm-up: allocator, thread pool, the weights' pages.
   eap::logit_diffs(m, in.clean_ids, B, P, in.clean_answer, in.corrupt_answer, eap::MetricPairing::Own);
@@ -259,7 +243,7 @@ int main(int argc, char** argv) {
   if (only.empty() || only == "methods") {
     const model::Model m = model::random_model(small(Family::GptNeo, 2, 16, 16, 1024, 4096, 50257), 1,
                                                lo.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat);
-    const eap::BatchInput in = make_input(B, P, m.config.vocab_size);
+    const eap::BatchInput in = bench::random_batch(B, P, m.config.vocab_size);
     const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads);
     eap::logit_diffs(m, in.clean_ids, B, P, in.clean_answer, in.corrupt_answer, eap::MetricPairing::Own);
     const double fwd = best_of(reps, [&] {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 #include <tuple>
 #include <unistd.h>
 
@@ -130,6 +131,15 @@ std::pair<std::string, std::string> svg_colour(const std::string& rgba) {
   return {rgba, "1"};
 }
 
+// The heading over a layer's first column: "input", "layer N", or "logits" for the column after the
+// last layer that holds `logits`.
+std::string column_heading(const Sankey& s, size_t c) {
+  for (const SankeyNode& n : s.nodes)
+    if (n.column == static_cast<int>(c) && n.name == "logits") return "logits";
+  const int layer = s.layout.column_layer[c];
+  return layer < 0 ? "input" : "layer " + std::to_string(layer);
+}
+
 }  // namespace
 
 std::string script_json(const nlohmann::ordered_json& j) {
@@ -208,7 +218,7 @@ Sankey build_sankey(const std::vector<NamedEdge>& edges, bool layer_spacing) {
   }
   for (SankeyNode& n : s.nodes) n.label = n.name + "<br>" + fmt3(n.sum);
 
-  std::map<int, int> layers;
+  std::set<int> layers;
   for (const NamedEdge& e : edges) {
     SankeyLink l;
     l.source = idx[e.from];
@@ -219,7 +229,7 @@ Sankey build_sankey(const std::vector<NamedEdge>& edges, bool layer_spacing) {
     l.color = e.score == 0 ? "rgba(0,0,0,0.1)" : e.score > 0 ? "rgba(0,0,255,0.3)" : "rgba(255,0,0,0.3)";
     s.links.push_back(std::move(l));
   }
-  for (const SankeyNode& n : s.nodes) layers[n.layer] = 1;
+  for (const SankeyNode& n : s.nodes) layers.insert(n.layer);
   if (layer_spacing && s.n_columns > 1) {
     std::vector<std::vector<int>> members(s.n_columns);
     for (size_t i = 0; i < s.nodes.size(); ++i) members[s.nodes[i].column].push_back(static_cast<int>(i));
@@ -286,9 +296,7 @@ std::string sankey_html(const Sankey& s, const PageInfo& info, const std::string
   for (size_t c = 0; c < L.column_x.size(); ++c) {
     if (c > 0 && L.column_layer[c] == L.column_layer[c - 1]) continue;
     const bool last = c + 1 == L.column_x.size() && c > 0;
-    std::string name = L.column_layer[c] < 0 ? "input" : "layer " + std::to_string(L.column_layer[c]);
-    for (const SankeyNode& n : s.nodes)
-      if (n.column == static_cast<int>(c) && n.name == "logits") name = "logits";
+    const std::string name = column_heading(s, c);
     const double x = last ? (L.column_x[c] + L.thickness) / L.width : L.column_x[c] / L.width;
     notes.push_back({{"text", name}, {"x", round_to(x, 1e-6)}, {"y", 1}, {"xref", "paper"}, {"yref", "paper"},
                      {"xanchor", last ? "right" : "left"}, {"yanchor", "bottom"}, {"yshift", L.label_h / 2 + 4},
@@ -437,9 +445,7 @@ std::string sankey_svg(const Sankey& s, const PageInfo& info) {
   const size_t C = L.column_x.size();
   for (size_t c = 0; c < C; ++c) {
     if (c > 0 && L.column_layer[c] == L.column_layer[c - 1]) continue;
-    std::string name = L.column_layer[c] < 0 ? "input" : "layer " + std::to_string(L.column_layer[c]);
-    for (size_t i = 0; i < N; ++i)
-      if (s.nodes[i].column == static_cast<int>(c) && s.nodes[i].name == "logits") name = "logits";
+    const std::string name = column_heading(s, c);
     const bool last = c + 1 == C && C > 1;  // right-aligned: stays inside
     o += "<text x=\"" + fmt2(ox + L.column_x[c] + (last ? L.thickness : 0)) + "\" y=\"" + fmt2(oy - L.label_h / 2 - 8) + "\"" +
          (last ? " text-anchor=\"end\"" : "") + ">" + xml_escape(name) + "</text>\n";
