@@ -375,14 +375,7 @@ std::string comparison_html(const SweepSummary& s, const std::string& plotly_js,
   const std::string title = s.title + ": cells compared";
   std::string h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
   h += "<title>" + esc(title) + "</title>\n<style>" + std::string(kCss) + "</style>\n";
-  if (!plotly_src.empty()) {
-    h += "<script src=\"" + esc(plotly_src) + "\"></script>\n";
-  } else {
-    // Inline so the page opens from disk with no network; "</script" cannot occur inside.
-    std::string js = plotly_js;
-    for (size_t p = 0; (p = js.find("</script", p)) != std::string::npos; p += 3) js.replace(p, 2, "<\\/");
-    h += "<script>\n" + js + "\n</script>\n";
-  }
+  h += plotly_script(plotly_js, plotly_src);
   h += "</head>\n<body>\n<h1>" + esc(title) + "</h1>\n";
   for (const auto& l : s.lines) h += "<p class=\"meta\">" + esc(l) + "</p>\n";
   if (!index_href.empty()) h += "<p class=\"meta\"><a id=\"index-link\" href=\"" + esc(index_href) + "\">All cells (summary page)</a></p>\n";

@@ -325,14 +325,7 @@ std::string sankey_html(const Sankey& s, const PageInfo& info, const std::string
   h += "<style>body{font-family:Helvetica,Arial,sans-serif;margin:16px;color:#222}"
        "h1{font-size:18px;margin:0 0 6px}p.caption{font-size:13px;color:#555;margin:2px 0}"
        "#sankey{margin-top:10px}p.empty{font-size:14px;color:#a00}</style>\n";
-  if (!plotly_src.empty()) {
-    h += "<script src=\"" + xml_escape(plotly_src) + "\"></script>\n";
-  } else {
-    // Inline so the page opens from disk with no network; "</script" cannot occur inside.
-    std::string js = plotly_js;
-    for (size_t p = 0; (p = js.find("</script", p)) != std::string::npos; p += 3) js.replace(p, 2, "<\\/");
-    h += "<script>\n" + js + "\n</script>\n";
-  }
+  h += plotly_script(plotly_js, plotly_src);
   h += "</head>\n<body>\n";
   if (!info.title.empty()) h += "<h1>" + xml_escape(info.title) + "</h1>\n";
   for (const std::string& line : info.lines) h += "<p class=\"caption\">" + xml_escape(line) + "</p>\n";
@@ -499,6 +492,14 @@ std::string sankey_svg(const Sankey& s, const PageInfo& info) {
   }
   o += "</g>\n</svg>\n";
   return o;
+}
+
+std::string plotly_script(const std::string& plotly_js, const std::string& plotly_src) {
+  if (!plotly_src.empty()) return "<script src=\"" + xml_escape(plotly_src) + "\"></script>\n";
+  // Inline so the page opens from disk with no network; "</script" cannot occur inside.
+  std::string js = plotly_js;
+  for (size_t p = 0; (p = js.find("</script", p)) != std::string::npos; p += 3) js.replace(p, 2, "<\\/");
+  return "<script>\n" + js + "\n</script>\n";
 }
 
 std::string find_plotly_js() {

@@ -89,6 +89,9 @@ std::string sankey_svg(const Sankey& s, const PageInfo& info);
 // in a folder above the executable (the repository) or share/tinysql-eap/plotly.min.js beside it,
 // else the source tree this was built from. Not found: an InputError saying how to get it.
 std::string find_plotly_js();
+// The page's <script> element for plotly: loading `plotly_src` (a relative address) when set, else
+// `plotly_js` inline.
+std::string plotly_script(const std::string& plotly_js, const std::string& plotly_src);
 std::string load_plotly_js();  // the file's text, cached after the first call
 
 // Escapes & < > " ' for HTML/XML text and attributes.
