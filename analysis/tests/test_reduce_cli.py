@@ -215,6 +215,8 @@ def test_reduce_out_keeps_each_top_n(sweep, tmp_path):
     (tmp_path / "file").write_text("x")
     r = run_teap("reduce", out, "--out", str(tmp_path / "file"), check=2)
     assert r.stderr.count("\n") == 1 and f"--out {tmp_path / 'file'}: not a folder" in r.stderr
+    r = run_teap("reduce", out, "--out", str(tmp_path / "file" / "sub"), check=2)
+    assert r.stderr.count("\n") == 1 and f"--out {tmp_path / 'file' / 'sub'}: cannot be created as a folder" in r.stderr
     other = tmp_path / "other"
     other.mkdir()
     (other / "sweep.json").write_text("{}")
