@@ -8,7 +8,7 @@
 
 namespace teap::eap {
 
-double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix) {
+double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, int64_t upstream_layers) {
   const double L = s.n_layers, H = s.n_heads, d = s.d_model, dh = s.d_head, f = s.d_mlp, a = s.activation_bytes,
                c = s.compute_bytes;
   const double B = double(prompts), P = double(positions), S = double(std::min(suffix, positions));
@@ -23,7 +23,8 @@ double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, 
   // for the clean one: kept per layer), float32 scores and their softmax.
   const double attention = 2.0 * H * P * 4.0;
   // The upstream differences of every layer, and one layer's gradients with its temporaries.
-  const double differences = L * (H + 1.0) * d * c + 2.0 * d * c;
+  const double held = upstream_layers > 0 ? std::min<double>(double(upstream_layers), L) : L;
+  const double differences = held * (H + 1.0) * d * c + 2.0 * d * c;
   const double gradients = (3.0 * H + 1.0) * d * c + 3.0 * H * dh * c + 4.0 * d * c;
   // The common prefix: its record (no gradients), kept for the suffix's attention.
   const double prefix = B * (P - S) * L * (4.0 * H * dh + 4.0 * d) * a;
@@ -32,15 +33,24 @@ double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, 
   return rows * (L * (clean + corrupt + attention) + differences + gradients) + prefix + logits;
 }
 
-int64_t micro_batch_prompts(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, double budget_bytes) {
+int64_t micro_batch_prompts(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, double budget_bytes,
+                            int64_t upstream_layers) {
   if (prompts <= 0) return 0;
-  if (batch_work_bytes(s, prompts, positions, suffix) <= budget_bytes) return prompts;
+  auto fits = [&](int64_t n) { return batch_work_bytes(s, n, positions, suffix, upstream_layers) <= budget_bytes; };
+  if (fits(prompts)) return prompts;
   int64_t lo = 0, hi = prompts;  // work(lo) fits (or lo == 0), work(hi) does not
   while (hi - lo > 1) {
     const int64_t mid = lo + (hi - lo) / 2;
-    (batch_work_bytes(s, mid, positions, suffix) <= budget_bytes ? lo : hi) = mid;
+    (fits(mid) ? lo : hi) = mid;
   }
   return lo;
+}
+
+int64_t upstream_layers_per_pass(const WorkShape& s, int64_t positions, int64_t suffix, double budget_bytes) {
+  if (batch_work_bytes(s, 1, positions, suffix) <= budget_bytes) return 0;
+  for (int64_t layers = s.n_layers - 1; layers >= 1; --layers)
+    if (batch_work_bytes(s, 1, positions, suffix, layers) <= budget_bytes) return layers;
+  return -1;
 }
 
 double parse_bytes(const std::string& text) {

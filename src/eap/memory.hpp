@@ -19,11 +19,19 @@ struct WorkShape {
 // gradients), weights excluded: both runs' activation records and the clean run's autograd
 // graph, the upstream differences [L*(H+1), prompts*suffix, d], one layer's gradients
 // [3H+1, prompts*suffix, d] and its temporaries, and the last position's full logits.
-double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix);
+// upstream_layers > 0: the differences of that many upstream layers at a time (streamed; 0: all).
+double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, int64_t upstream_layers = 0);
 
 // The largest number of prompts, at most `prompts`, whose work fits `budget_bytes`; 0 when not
 // even one prompt does.
-int64_t micro_batch_prompts(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, double budget_bytes);
+int64_t micro_batch_prompts(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, double budget_bytes,
+                            int64_t upstream_layers = 0);
+
+// How many upstream layers' differences one pass of the contraction holds: 0 (all of them, no
+// streaming) when one prompt's work fits `budget_bytes` so, else the most layers for which it fits
+// (each further pass recomputes the gradients of the layers its rows feed), or -1 when not even one
+// layer at a time fits.
+int64_t upstream_layers_per_pass(const WorkShape& s, int64_t positions, int64_t suffix, double budget_bytes);
 
 // Sizes a user writes: "12GiB", "800MiB", "1.5 GB", "auto" is not one. Units KiB MiB GiB TiB
 // (1024-based) and KB MB GB TB (1000-based), B or none for bytes. nullopt-like -1 when unparsable.

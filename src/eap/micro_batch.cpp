@@ -2,8 +2,11 @@
 
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <string>
 
+#include "eap/runs.hpp"
+#include "eap/workspace.hpp"
 #include "model/model.hpp"
 #include "util/error.hpp"
 
@@ -31,11 +34,39 @@ BatchScores score_in_micro_batches(const model::Model& m, const Graph& g, const 
                      std::to_string(B) + " prompts cannot be split into micro-batches of " + std::to_string(max_prompts) +
                      ": raise settings.memory_budget, lower settings.batch_size, or use metric_pairing own");
   const int parts = (B + max_prompts - 1) / max_prompts;
+  // The parts share their buffers, and leave their last hidden states for one pass over the
+  // unembedding at the end (eap/workspace.hpp).
+  const std::shared_ptr<ScoreWorkspace> ws = options.workspace ? options.workspace : make_workspace();
+  ws->defer_tops = true;
+  ws->clean_last.clear();
+  ws->corrupt_last.clear();
+  struct Undefer {
+    ScoreWorkspace& w;
+    ~Undefer() {
+      w.defer_tops = false;
+      w.clean_last.clear();
+      w.corrupt_last.clear();
+      w.prefix = {};
+      w.prefix_start = w.prefix_row = 0;
+    }
+  } undefer{*ws};
+  const int64_t start = options.method == Method::Exact ? 0 : first_difference(in);
+  if (start > 0) {
+    const auto t0 = std::chrono::steady_clock::now();
+    at::NoGradGuard no_grad;
+    model::ActivationRecord whole;
+    model::forward(m, as_tensor(in.clean_ids, B, in.n_positions).narrow(1, 0, start), &whole);
+    ws->prefix = prefix_rows(whole, 0, B);  // the keys and values only
+    ws->prefix_start = start;
+    if (options.profile) options.profile->prefix += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
   at::Tensor total;  // the weighted sum of the parts' matrices, where score_batch leaves them
   BatchScores out;
   for (int k = 0; k < parts; ++k) {
     const int lo = static_cast<int>(int64_t(B) * k / parts), hi = static_cast<int>(int64_t(B) * (k + 1) / parts);
     ScoreOptions o = options;
+    o.workspace = ws;
+    ws->prefix_row = lo;
     o.weight = options.weight * double(hi - lo) / B;
     o.sum_scores = [&total, &m](void* data, size_t n, bool is_double, bool on_cuda) {
       const at::TensorOptions t =
@@ -55,6 +86,16 @@ BatchScores score_in_micro_batches(const model::Model& m, const Graph& g, const 
     out.clean_top.insert(out.clean_top.end(), r.clean_top.begin(), r.clean_top.end());
     out.corrupt_top.insert(out.corrupt_top.end(), r.corrupt_top.begin(), r.corrupt_top.end());
     out.clean_correct += r.clean_correct;
+  }
+  if (!ws->clean_last.empty()) {  // the methods that deferred them: every part's top tokens at once
+    at::NoGradGuard no_grad;
+    const at::Tensor last = at::cat({at::cat(ws->clean_last), at::cat(ws->corrupt_last)});  // [2B,d]
+    const at::Tensor top = model::full_logits(m, last).argmax(-1);                         // [2B]
+    const at::Tensor clean_top = top.narrow(0, 0, B), corrupt_top = top.narrow(0, B, B);
+    const at::Tensor expected = as_tensor(in.expected.empty() ? in.clean_answer : in.expected, B, 1).view({-1}).to(top.device());
+    out.clean_correct = static_cast<int>((clean_top == expected).sum().item<int64_t>());
+    out.clean_top = to_ids(clean_top);
+    out.corrupt_top = to_ids(corrupt_top);
   }
   if (options.sum_scores) options.sum_scores(total.data_ptr(), static_cast<size_t>(total.numel()), total.scalar_type() == at::kDouble, total.is_cuda());
   const at::Tensor f = total.to(at::kCPU, at::kFloat).contiguous();

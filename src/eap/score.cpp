@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -13,6 +14,7 @@
 #include "eap/evaluate.hpp"
 #include "eap/gradient_sum.hpp"
 #include "eap/runs.hpp"
+#include "eap/workspace.hpp"
 #include "model/model.hpp"
 #include "util/error.hpp"
 
@@ -51,6 +53,8 @@ at::Tensor grad_or_zeros(const at::Tensor& t) {
 }
 
 }  // namespace
+
+std::shared_ptr<ScoreWorkspace> make_workspace() { return std::make_shared<ScoreWorkspace>(); }
 
 void check_batch(const model::Model& m, const BatchInput& in) {
   const size_t B = in.n_prompts, P = in.n_positions;
@@ -113,26 +117,31 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   out.n_positions = static_cast<int>(P);
 
   PhaseClock clock{options.profile};
+  ScoreWorkspace own;  // without a shared workspace, this call's buffers
+  ScoreWorkspace& ws = options.workspace ? *options.workspace : own;
   // Before the first position where a clean and a corrupt prompt differ, the two runs are equal
   // (causal attention), every activation difference there is zero, and no gradient flows from
   // there to a later position. So the common prefix runs once, without gradients, and both runs
   // compute only the positions from `start` on, attending to the prefix's keys and values.
-  const int64_t start = first_difference(in);
+  const bool shared_prefix = ws.prefix_start > 0;  // the whole batch's, run once (eap/workspace.hpp)
+  const int64_t start = shared_prefix ? ws.prefix_start : first_difference(in);
   const int64_t Ps = P - start, N = B * Ps;
   const at::Tensor clean_ids = as_tensor(in.clean_ids, B, P);
   model::ActivationRecord prefix;
-  if (start > 0) {
+  if (shared_prefix) {
+    prefix = prefix_rows(ws.prefix, ws.prefix_row, B);
+  } else if (start > 0) {
     at::NoGradGuard no_grad;
     model::forward(m, clean_ids.narrow(1, 0, start), &prefix);
   }
   const model::ActivationRecord* before = start > 0 ? &prefix : nullptr;
+  clock.lap(&ScoreProfile::prefix);
 
   model::ActivationRecord clean, corrupt;
   // eap-ig-inputs, clean-corrupted: the gradients of several runs, summed (eap/gradient_sum.hpp).
   std::unique_ptr<GradientSum> sum;
   if (options.method != Method::Eap) {
     sum = std::make_unique<GradientSum>(m, g, N);
-    clock.lap(&ScoreProfile::clean_forward);  // the common prefix
     gradient_runs(m, in, options, start, before, clean, corrupt, out, *sum);  // times its own phases
     clock.last = std::chrono::steady_clock::now();
   } else {
@@ -147,12 +156,16 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
       ld.metric.mean().backward();  // gradient of the batch's mean LD: S_b is a mean over prompts
       clock.lap(&ScoreProfile::backward);
       at::NoGradGuard no_grad;
-      const at::Tensor last = model::full_logits(m, hidden.detach().narrow(1, Ps - 1, 1)).squeeze(1);  // [B,V]
-      const at::Tensor expected =
-          in.expected.empty() ? clean_tok : as_tensor(in.expected, B, 1).view({-1}).to(m.device);
-      const at::Tensor top = last.argmax(-1);
-      out.clean_correct = static_cast<int>((top == expected).sum().item<int64_t>());
-      out.clean_top = to_ids(top);
+      if (ws.defer_tops) {
+        ws.clean_last.push_back(hidden.detach().select(1, Ps - 1).clone());  // [B,d]
+      } else {
+        const at::Tensor last = model::full_logits(m, hidden.detach().narrow(1, Ps - 1, 1)).squeeze(1);  // [B,V]
+        const at::Tensor expected =
+            in.expected.empty() ? clean_tok : as_tensor(in.expected, B, 1).view({-1}).to(m.device);
+        const at::Tensor top = last.argmax(-1);
+        out.clean_correct = static_cast<int>((top == expected).sum().item<int64_t>());
+        out.clean_top = to_ids(top);
+      }
       clock.lap(&ScoreProfile::accuracy);
     }
 
@@ -162,7 +175,8 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
       out.corrupt_ld = to_vector(logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast).recorded);
       check_finite(m, out.corrupt_ld, "corrupt logit difference");
       // The corrupt run's top answer: a prompt "flips" when it differs from the clean one.
-      out.corrupt_top = to_ids(model::full_logits(m, hidden.narrow(1, Ps - 1, 1)).squeeze(1).argmax(-1));
+      if (ws.defer_tops) ws.corrupt_last.push_back(hidden.select(1, Ps - 1).clone());
+      else out.corrupt_top = to_ids(model::full_logits(m, hidden.narrow(1, Ps - 1, 1)).squeeze(1).argmax(-1));
     }
     clock.lap(&ScoreProfile::corrupt_forward);
   }
@@ -177,36 +191,20 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   // float32 (the norms' VJPs subtract nearly equal terms) before that one rounding. Tolerance and
   // top edges against float32: docs/eap.md, tests/eap/test_scale.cpp (Bf16Contraction).
   const auto ot = m.dtype == at::kBFloat16 ? at::kBFloat16 : ct;
-  // Upstream differences a_u_clean - a_u_corrupt, one row per upstream node: A [U, N, d].
-  const int64_t U = g.n_upstream();
-  at::Tensor A = at::empty({U, N, d}, at::TensorOptions().dtype(ot).device(m.device));
-  for (int l = 0; l < c.n_layers; ++l) {
-    const auto& rc = clean.layers[l];
-    const auto& rr = corrupt.layers[l];
-    const at::Tensor z_diff = (rc.z.detach() - rr.z.detach()).to(ot).permute({2, 0, 1, 3}).reshape({H, N, dh});
-    const at::Tensor w_o = m.weights.layers[l].w_o.to(ot).view({d, H, dh}).permute({1, 2, 0}).contiguous();  // [H,dh,d]
-    at::Tensor heads_out = A.narrow(0, g.head_up(l, 0), H);
-    at::bmm_out(heads_out, z_diff, w_o);  // each head's z_h . W_O[h], written in place
-    A.select(0, g.mlp_up(l)).copy_((rc.mlp_out.detach() - rr.mlp_out.detach()).reshape({N, d}));
-  }
-  if (g.input_up() >= 0) A.select(0, g.input_up()).copy_((clean.embed.detach() - corrupt.embed.detach()).reshape({N, d}));
-  const at::Tensor A2 = A.view({U, N * d});
-  clock.lap(&ScoreProfile::differences);
-
-  at::Tensor S = at::zeros({U, g.n_downstream()}, at::TensorOptions().dtype(ct).device(m.device));
-  const int64_t in_row = g.input_up();
+  const int64_t U = g.n_upstream(), L = c.n_layers, per_layer = H + 1, in_row = g.input_up();
   const bool layer_norm = c.family == model::Family::GptNeo;
+  at::Tensor S = at::zeros({U, g.n_downstream()}, at::TensorOptions().dtype(ct).device(m.device));
 
+  // The gradients at downstream layer b's destinations [K, N*d] in the operand type: K = 3H+1 (q, k, v
+  // per query head, then the MLP) where some upstream node feeds the layer's heads, else 1.
   at::Tensor G_buffer, G_low;  // G_low: the bfloat16 copy the contraction reads in a bfloat16 run
-  for (int b = 0; b < c.n_layers; ++b) {
+  auto gradients = [&](int b) -> at::Tensor {
     const auto& rc = clean.layers[b];
     const auto& w = m.weights.layers[b];
-    const int64_t rows = int64_t(b) * (H + 1);    // upstream nodes of earlier layers
-    const int64_t rows_m = rows + H;              // ... and this layer's heads, which feed its MLP
-    const bool head_cols = g.heads_down() && (rows > 0 || in_row >= 0);
-    const int64_t K = head_cols ? 3 * H + 1 : 1;  // gradient rows: q, k, v per query head, then the MLP
+    const bool head_cols = g.heads_down() && (b > 0 || in_row >= 0);
+    const int64_t K = head_cols ? 3 * H + 1 : 1;
     // One buffer for every layer's gradients: a fresh allocation per layer costs page faults.
-    if (!G_buffer.defined()) G_buffer = at::empty({g.heads_down() ? 3 * H + 1 : 1, N, d}, A.options().dtype(ct));
+    if (!G_buffer.defined()) G_buffer = reuse(ws.gradients, {g.heads_down() ? 3 * H + 1 : 1, N, d}, at::TensorOptions().dtype(ct).device(m.device));
     at::Tensor Gall = G_buffer.narrow(0, 0, K);
     if (sum) {
       sum->layer_gradients(b, Gall);  // the runs' summed gradients at the layer's destinations
@@ -225,41 +223,85 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
         const at::Tensor norm_w = w.ln1_w.to(ct);
         const int64_t group = H / c.n_kv_heads;
         auto heads = [&](int slot, const at::Tensor& proj, const at::Tensor& weight, int64_t repeat) {
-          at::Tensor wh = weight.to(ct).view({-1, dh, d}) * norm_w;  // [heads, dh, d]
-          if (repeat > 1) wh = wh.repeat_interleave(repeat, 0);      // per query head
+          const int64_t n_w = H / repeat;                              // weight heads (key/value heads for k, v)
+          const at::Tensor wh = weight.to(ct).view({n_w, dh, d}) * norm_w;  // [n_w, dh, d]
           const at::Tensor dp = grad_or_zeros(proj).detach().to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh}) * rstd.unsqueeze(0);
           at::Tensor gw = Gall.narrow(0, slot * H, H);
-          at::bmm_out(gw, dp, wh);                                                           // [H,N,d]
+          // The query heads that share a key/value head are consecutive, so each group's rows are one
+          // product with its weight head: [n_w, repeat*N, dh] x [n_w, dh, d] (no per-query-head copy).
+          at::Tensor gw_groups = gw.view({n_w, repeat * N, d});
+          const at::Tensor dp_groups = dp.reshape({n_w, repeat * N, dh});  // dp may keep z's permuted strides
+          at::bmm_out(gw_groups, dp_groups, wh);                            // [H,N,d]
           // m2[h,n] = mean_d gw[h,n,d] * xhat[n,d]: a batched product over positions.
           const at::Tensor m2 = at::bmm(gw.transpose(0, 1), xhat.unsqueeze(2)).squeeze(2).t() / d;  // [H,N]
           gw.addcmul_(m2.unsqueeze(2), xhat.unsqueeze(0), -1.0);
-          if (layer_norm) gw.sub_(at::bmm(dp, wh.mean(-1, true)));  // mean_d gw = dp . mean_d(wh): [H,N,1]
+          // mean_d gw = dp . mean_d(wh): [H,N,1]
+          if (layer_norm) gw.sub_(at::bmm(dp_groups, wh.mean(-1, true)).view({H, N, 1}));
         };
         heads(0, rc.q, w.w_q, 1);
         heads(1, rc.k, w.w_k, group);
         heads(2, rc.v, w.w_v, group);
       }
     }
-    at::Tensor G = Gall.view({K, N * d});
-    if (ot != ct) {
-      if (!G_low.defined()) G_low = at::empty(G_buffer.sizes(), A.options());
-      G = G_low.narrow(0, 0, K).copy_(Gall).view({K, N * d});
+    if (ot == ct) return Gall.view({K, N * d});
+    if (!G_low.defined()) G_low = reuse(ws.gradients_low, G_buffer.sizes(), at::TensorOptions().dtype(ot).device(m.device));
+    return G_low.narrow(0, 0, K).copy_(Gall).view({K, N * d});
+  };
+  at::Tensor Gl;  // the gradient at the logits' input (the final residual stream) [1, N*d]
+  if (g.logits_down() >= 0)
+    Gl = (sum ? sum->final_gradient().reshape({1, N * d}) : grad_or_zeros(clean.resid_final).detach().reshape({1, N * d})).to(ot);
+
+  // Upstream differences a_u_clean - a_u_corrupt, one row per upstream node, for the upstream layers
+  // of one pass: all of them, or (options.upstream_layers, when the whole [U, N, d] would not fit
+  // the memory budget) that many at a time, each pass then recomputing the gradients of the layers
+  // its rows feed. The input node's row follows the first pass's layer rows.
+  const int64_t chunk = options.upstream_layers > 0 ? std::min<int64_t>(options.upstream_layers, L) : L;
+  for (int64_t l0 = 0; l0 < L; l0 += chunk) {
+    const int64_t l1 = std::min(L, l0 + chunk), r0 = l0 * per_layer, n_rows = (l1 - l0) * per_layer;
+    const bool with_input = in_row >= 0 && l0 == 0;
+    at::Tensor A = reuse(ws.differences, {n_rows + (with_input ? 1 : 0), N, d}, at::TensorOptions().dtype(ot).device(m.device));
+    for (int64_t l = l0; l < l1; ++l) {
+      const auto& rc = clean.layers[l];
+      const auto& rr = corrupt.layers[l];
+      const at::Tensor z_diff = (rc.z.detach() - rr.z.detach()).to(ot).permute({2, 0, 1, 3}).reshape({H, N, dh});
+      // Each head's z_h . W_O[h]^T, written in place: W_O [d, H*dh] read through its transpose (BLAS's
+      // own operand flag), not permuted into a [H, dh, d] copy, whose strided transposition cost more
+      // than the products.
+      const at::Tensor w_o = m.weights.layers[l].w_o.to(ot);  // [d, H*dh]
+      for (int64_t h = 0; h < H; ++h) {
+        at::Tensor row = A.select(0, (l - l0) * per_layer + h);
+        at::mm_out(row, z_diff.select(0, h), w_o.narrow(1, h * dh, dh).t());
+      }
+      A.select(0, (l - l0) * per_layer + H).copy_((rc.mlp_out.detach() - rr.mlp_out.detach()).reshape({N, d}));
     }
-    // One pass over the upstream differences per layer: every column of the layer at once.
-    const at::Tensor term = long_product(A2.narrow(0, 0, rows_m), G);  // [rows_m, K]
-    S.narrow(0, 0, rows_m).select(1, g.mlp_down(b)).copy_(term.select(1, K - 1));
-    if (head_cols && rows > 0) S.narrow(0, 0, rows).narrow(1, g.q_down(b, 0), 3 * H).copy_(term.narrow(0, 0, rows).narrow(1, 0, 3 * H));
-    if (in_row >= 0) {
-      // A one-row product (not at::mv): bfloat16 matrix-vector products have no fast CPU kernel.
-      const at::Tensor t_in = long_product(A2.narrow(0, in_row, 1), G).squeeze(0);  // [K]
-      S.select(0, in_row).select(0, g.mlp_down(b)).copy_(t_in.select(0, K - 1));
-      if (head_cols) S.select(0, in_row).narrow(0, g.q_down(b, 0), 3 * H).copy_(t_in.narrow(0, 0, 3 * H));
+    if (with_input) A.select(0, n_rows).copy_((clean.embed.detach() - corrupt.embed.detach()).reshape({N, d}));
+    const at::Tensor A2 = A.view({A.size(0), N * d});
+    clock.lap(&ScoreProfile::differences);
+
+    // One pass over the pass's differences per downstream layer: every column of the layer at once.
+    for (int b = static_cast<int>(l0); b < L; ++b) {
+      const at::Tensor G = gradients(b);
+      const int64_t K = G.size(0);
+      // The pass's rows that feed layer b's heads (earlier layers) and its MLP (and b's own heads).
+      const int64_t rows_q = std::clamp<int64_t>(int64_t(b) * per_layer - r0, 0, n_rows);
+      const int64_t rows_m = std::clamp<int64_t>(int64_t(b) * per_layer + H - r0, 0, n_rows);
+      if (rows_m > 0) {
+        const at::Tensor term = long_product(A2.narrow(0, 0, rows_m), G);  // [rows_m, K]
+        S.narrow(0, r0, rows_m).select(1, g.mlp_down(b)).copy_(term.select(1, K - 1));
+        if (K > 1 && rows_q > 0) S.narrow(0, r0, rows_q).narrow(1, g.q_down(b, 0), 3 * H).copy_(term.narrow(0, 0, rows_q).narrow(1, 0, 3 * H));
+      }
+      if (with_input) {
+        // A one-row product (not at::mv): bfloat16 matrix-vector products have no fast CPU kernel.
+        const at::Tensor t_in = long_product(A2.narrow(0, n_rows, 1), G).squeeze(0);  // [K]
+        S.select(0, in_row).select(0, g.mlp_down(b)).copy_(t_in.select(0, K - 1));
+        if (K > 1) S.select(0, in_row).narrow(0, g.q_down(b, 0), 3 * H).copy_(t_in.narrow(0, 0, 3 * H));
+      }
     }
-  }
-  if (g.logits_down() >= 0) {
-    const at::Tensor Gl = (sum ? sum->final_gradient().reshape({1, N * d})
-                               : grad_or_zeros(clean.resid_final).detach().reshape({1, N * d})).to(ot);
-    S.narrow(1, g.logits_down(), 1).copy_(long_product(A2, Gl));
+    if (Gl.defined()) {
+      S.narrow(0, r0, n_rows).narrow(1, g.logits_down(), 1).copy_(long_product(A2.narrow(0, 0, n_rows), Gl));
+      if (with_input) S.narrow(0, in_row, 1).narrow(1, g.logits_down(), 1).copy_(long_product(A2.narrow(0, n_rows, 1), Gl));
+    }
+    clock.lap(&ScoreProfile::contraction);
   }
   if (sum) S.div_(sum->runs());  // the mean of the runs' gradients
   // Checked before a rank group adds its parts, so that the rank that overflowed is the one to say so.

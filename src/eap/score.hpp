@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "eap/graph.hpp"
@@ -26,6 +27,7 @@ struct BatchInput {
 
 // Seconds spent in each phase of score_batch (for the benchmark).
 struct ScoreProfile {
+  double prefix = 0;  // the clean prompts' positions before the first corrupted one (run once)
   double clean_forward = 0, backward = 0, accuracy = 0, corrupt_forward = 0, differences = 0, contraction = 0;
   double interpolated_forward = 0;  // eap-ig-inputs: the forward passes of steps 1..m-1
 };
@@ -34,6 +36,11 @@ struct ScoreProfile {
 struct MetricPairs {
   std::vector<int64_t> clean, corrupt;
 };
+
+// Buffers one score_batch call leaves to the next (eap/workspace.hpp): give the calls of a unit or
+// of a batch's micro-batches the same one. Not for two threads at once.
+struct ScoreWorkspace;
+std::shared_ptr<ScoreWorkspace> make_workspace();
 
 struct ScoreOptions {
   Method method = Method::Eap;
@@ -49,12 +56,18 @@ struct ScoreOptions {
   // so that the group adds its partial matrices there (NCCL on CUDA, MPI on the host).
   double weight = 1.0;
   std::function<void(void*, size_t, bool, bool)> sum_scores;
+  std::shared_ptr<ScoreWorkspace> workspace;  // none: the call allocates its own buffers
+  // > 0: the upstream differences are held for this many upstream layers at a time (the memory
+  // plan's streaming when one prompt's [U, N, d] differences do not fit the budget), each pass
+  // recomputing the gradients of the layers its rows feed; 0: all at once.
+  int upstream_layers = 0;
 };
 
 // The method's score matrix of one batch (exact: eap/evaluate.hpp's exact_batch).
-// Memory (eap): the upstream differences of the batch [n_upstream, B*P, d_model] plus one downstream
-// layer's gradients [3H+1, B*P, d_model] at a time, in float32 (float64 for a float64 model),
-// besides the two runs' activation records.
+// Memory (eap): the upstream differences of the batch [n_upstream, B*P, d_model] (or of
+// options.upstream_layers layers at a time) plus one downstream layer's gradients
+// [3H+1, B*P, d_model] at a time, in float32 (float64 for a float64 model; bfloat16 for a bfloat16
+// one), besides the two runs' activation records.
 BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput& in, const ScoreOptions& options = {});
 
 // One inference forward pass yielding the per-prompt logit differences of `ids` (the cost

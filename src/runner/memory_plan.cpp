@@ -52,11 +52,16 @@ MemoryPlan finish(MemoryPlan p, const model::ModelConfig& c, const job::Settings
     p.budget = std::min(p.budget, cap);
   }
   p.one_prompt = eap::batch_work_bytes(w, 1, positions, suffix);
-  if (p.budget <= 0)
+  if (p.budget <= 0) {
     p.micro = p.prompts;
-  else
-    p.micro = eap::micro_batch_prompts(w, p.prompts, positions, suffix, p.budget - p.weights_private);
-  p.work = eap::batch_work_bytes(w, std::max<int64_t>(p.micro, 1), positions, suffix);
+  } else {
+    // Below one prompt's work, the contraction streams over upstream layers (eap/memory.hpp).
+    const int64_t layers = eap::upstream_layers_per_pass(w, positions, suffix, p.budget - p.weights_private);
+    p.upstream_layers = std::max<int64_t>(layers, 0);
+    p.micro = layers < 0 ? 0 : eap::micro_batch_prompts(w, p.prompts, positions, suffix, p.budget - p.weights_private, p.upstream_layers);
+    if (layers < 0) p.one_prompt = eap::batch_work_bytes(w, 1, positions, suffix, 1);  // the least it can do with
+  }
+  p.work = eap::batch_work_bytes(w, std::max<int64_t>(p.micro, 1), positions, suffix, p.upstream_layers);
   return p;
 }
 
@@ -124,6 +129,8 @@ std::string describe(const MemoryPlan& p, int ranks_on_node) {
     s += " in micro-batches of " + std::to_string(p.micro) + " of the batch's " + std::to_string(p.prompts) + " prompts";
   else
     s += " for the batch of " + std::to_string(p.prompts) + " prompts";
+  if (p.upstream_layers > 0)
+    s += ", the contraction streaming over " + std::to_string(p.upstream_layers) + " upstream layer(s) at a time";
   s += p.budget > 0 ? "; budget " + eap::format_bytes(p.budget) + " per rank" : "; no budget";
   return s;
 }

@@ -48,6 +48,8 @@ struct MemoryPlan {
   double budget = 0;           // the rank's budget (0: none)
   int64_t prompts = 0;         // the rank's share of a batch
   int64_t micro = 0;           // prompts per micro-batch (== prompts when the batch fits; 0: not one fits)
+  int64_t upstream_layers = 0; // > 0: not even one prompt's differences fit whole, so the contraction
+                               // holds this many upstream layers' at a time (eap::ScoreOptions)
   double work = 0;             // estimated work of one micro-batch
   double one_prompt = 0;       // ... of one prompt
   // Estimated peak resident memory of the rank (shared weights counted whole, as RSS counts them)

@@ -133,6 +133,7 @@ PreflightResult preflight(const job::Job& job, const PreflightContext& ctx) {
     if (p.micro == 0) {
       problems.push_back(settings_key("memory_budget") + ": " + eap::format_bytes(p.budget) + " per rank is less than " +
                          weights + " needs for one prompt (cell " + cell + "): its work " + eap::format_bytes(p.one_prompt) +
+                         " with the contraction streaming one upstream layer at a time" +
                          (p.weights_private > 0 ? " and the rank's private weights " + eap::format_bytes(p.weights_private)
                                                 : std::string(" (the weights are mapped, shared by the node)")) +
                          "; raise memory_budget");

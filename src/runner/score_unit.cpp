@@ -167,6 +167,9 @@ UnitOutcome run_score_unit(const UnitEnv& env, Workspace& ws, const UnitRef& uni
     if (mem.micro < part.n_prompts && ws.told_micro.insert(cell.weights).second)
       spdlog::info("{}: batches scored in micro-batches of {} of {} prompts within settings.memory_budget ({})", cell.weights,
                    mem.micro, part.n_prompts, describe(mem, ws.ranks_on_node));
+    so.upstream_layers = static_cast<int>(mem.upstream_layers);
+    if (!ws.buffers) ws.buffers = eap::make_workspace();
+    so.workspace = ws.buffers;
     eap::BatchScores r = eap::score_in_micro_batches(m, g, part, so, static_cast<int>(mem.micro));
     if (group.size() > 1) {
       int64_t post_failed = 0;

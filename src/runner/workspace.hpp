@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -14,6 +15,7 @@
 #include "eap/circuit.hpp"
 #include "eap/graph.hpp"
 #include "eap/metric.hpp"
+#include "eap/score.hpp"
 #include "job/job.hpp"
 #include "model/hf_cache.hpp"
 #include "model/model.hpp"
@@ -39,6 +41,10 @@ struct Workspace {
   std::string key;
   std::optional<model::Model> model;
   std::optional<tokenizer::Tokenizer> tok;
+  // The score units' buffers (eap/workspace.hpp), kept from one batch to the next: on CPU fresh
+  // pages each batch would cost page faults. Sized by the micro-batch, so within the memory budget;
+  // dropped with the model and before an evaluation unit, whose runs need the memory instead.
+  std::shared_ptr<eap::ScoreWorkspace> buffers;
 
   void load(const job::Cell& c, const job::Settings& s) {
     const std::string k = c.weights + "|" + c.tokenizer + "|" + std::to_string(c.trim_vocab) + "|" + s.dtype + "|" + s.device;
@@ -47,6 +53,7 @@ struct Workspace {
       return;
     }
     if (!key.empty()) spdlog::debug("model cache miss: {} replaces the model loaded before", c.weights);
+    buffers.reset();
     model.reset();
     tok.reset();
     key.clear();

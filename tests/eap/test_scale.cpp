@@ -394,6 +394,83 @@ TEST(MicroBatch, GroupSumCalledOnceWithTheWeightedTotal) {
   }
 }
 
+// One workspace for a unit's batches and a batch's micro-batches (eap/workspace.hpp): its buffers
+// hold the last call's numbers, and a later call of another shape must not read any of them; the
+// micro-batches' deferred top tokens and shared prefix must not leak into a later whole batch.
+TEST(MicroBatch, SharedWorkspaceLeavesNoTrace) {
+  for (const auto dtype : {at::kDouble, at::kBFloat16}) {
+    SCOPED_TRACE(std::string("dtype ") + c10::toString(dtype));
+    const model::Model m = model::random_model(small_qwen2(), 9, dtype);
+    eap::GraphOptions go;
+    go.input_node = go.logits_node = true;
+    const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads, go);
+    const eap_test::Batch large = eap_test::make_batch(8, 12, 21, 3), small = eap_test::make_batch(3, 7, 22, 1);
+    eap::ScoreOptions shared;
+    shared.workspace = eap::make_workspace();
+    eap::ScoreOptions ig = shared;
+    ig.method = eap::Method::EapIgInputs;
+    ig.ig_steps = 3;
+    eap::ScoreOptions ig_fresh = ig;
+    ig_fresh.workspace = nullptr;
+    // Whole batches, then micro-batches, then whole again, through the same buffers: each as with fresh ones.
+    const std::vector<std::pair<const eap_test::Batch*, int>> calls = {
+        {&large, 0}, {&small, 0}, {&large, 3}, {&small, 0}, {&large, 5}, {&small, 2}, {&large, 0}};
+    for (const auto& [b, micro] : calls) {
+      SCOPED_TRACE(std::to_string(b->in.n_prompts) + " prompts, micro-batches of " + std::to_string(micro));
+      const eap::BatchScores fresh = eap::score_in_micro_batches(m, g, b->in, {}, micro);
+      const eap::BatchScores reused = eap::score_in_micro_batches(m, g, b->in, shared, micro);
+      EXPECT_EQ(fresh.scores, reused.scores);
+      ASSERT_EQ(reused.clean_top.size(), size_t(b->in.n_prompts));
+      EXPECT_EQ(fresh.clean_top, reused.clean_top);
+      EXPECT_EQ(fresh.corrupt_top, reused.corrupt_top);
+      EXPECT_EQ(fresh.clean_correct, reused.clean_correct);
+      EXPECT_EQ(fresh.clean_ld, reused.clean_ld);
+      const eap::BatchScores ig_reused = eap::score_in_micro_batches(m, g, b->in, ig, micro);
+      EXPECT_EQ(eap::score_in_micro_batches(m, g, b->in, ig_fresh, micro).scores, ig_reused.scores);
+      EXPECT_EQ(ig_reused.clean_top.size(), size_t(b->in.n_prompts));
+    }
+    // The micro-batches' top tokens, found at once for the whole batch, are each part's own.
+    const eap::BatchScores whole = eap::score_batch(m, g, large.in);
+    const eap::BatchScores parts = eap::score_in_micro_batches(m, g, large.in, shared, 3);
+    EXPECT_EQ(whole.clean_top, parts.clean_top);
+    EXPECT_EQ(whole.corrupt_top, parts.corrupt_top);
+    EXPECT_EQ(whole.clean_correct, parts.clean_correct);
+  }
+}
+
+// Streaming (issue 17, item 3): the upstream differences held a few layers at a time, each pass
+// recomputing the gradients its rows meet, give every edge's score as the one pass over all of them.
+TEST(Streaming, UpstreamLayersAtATimeGiveTheSameScores) {
+  for (Family f : {Family::GptNeo, Family::Qwen2, Family::Llama}) {
+    const model::Model m = eap_test::make_model(f);
+    const int L = m.config.n_layers;
+    ASSERT_GE(L, 2);
+    for (bool ends : {false, true}) {
+      eap::GraphOptions go;
+      go.input_node = go.logits_node = ends;
+      const eap::Graph g = eap::make_graph(L, m.config.n_heads, go);
+      const eap_test::Batch b = eap_test::make_batch(5, 9, 31, 2);
+      for (eap::Method method : {eap::Method::Eap, eap::Method::EapIgInputs}) {
+        eap::ScoreOptions o;
+        o.method = method;
+        o.ig_steps = 2;
+        const eap::BatchScores whole = eap::score_batch(m, g, b.in, o);
+        for (int layers = 1; layers < L; ++layers) {
+          SCOPED_TRACE("family " + model::family_name(f) + (ends ? ", input and logits nodes" : "") + ", " +
+                       eap::to_string(method) + ", " + std::to_string(layers) + " upstream layer(s) a pass");
+          eap::ScoreOptions streamed = o;
+          streamed.upstream_layers = layers;
+          const eap::BatchScores parts = eap::score_batch(m, g, b.in, streamed);
+          expect_same_batch(whole, parts, 1e-12);
+          // and within micro-batches sharing one workspace, as a rank under a small budget runs
+          streamed.workspace = eap::make_workspace();
+          expect_same_batch(whole, eap::score_in_micro_batches(m, g, b.in, streamed, 2), 1e-12);
+        }
+      }
+    }
+  }
+}
+
 TEST(MicroBatch, BatchBroadcastCannotBeSplit) {
   const model::Model m = eap_test::make_model(Family::Qwen2);
   const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads);
@@ -429,6 +506,16 @@ TEST(MemoryBudget, MicroBatchSizeFitsTheBudgetAndGrowsWithIt) {
   EXPECT_EQ(eap::parse_bytes("1.5GB"), 1.5e9);
   EXPECT_LT(eap::parse_bytes("lots"), 0);
   EXPECT_LT(eap::parse_bytes("12 parsecs"), 0);
+  // Streaming: fewer upstream layers a pass need less, and the layers per pass are the most that fit.
+  EXPECT_EQ(eap::upstream_layers_per_pass(w, 35, 23, one), 0);
+  const double least = eap::batch_work_bytes(w, 1, 35, 23, 1);
+  EXPECT_EQ(eap::upstream_layers_per_pass(w, 35, 23, least * 0.99), -1);
+  for (int64_t layers = 1; layers < w.n_layers; ++layers) {
+    const double work = eap::batch_work_bytes(w, 1, 35, 23, layers);
+    EXPECT_LT(work, eap::batch_work_bytes(w, 1, 35, 23, layers + 1));
+    EXPECT_EQ(eap::upstream_layers_per_pass(w, 35, 23, work), layers);
+  }
+  EXPECT_EQ(eap::batch_work_bytes(w, 1, 35, 23, w.n_layers), one);
 }
 
 namespace {
@@ -481,12 +568,32 @@ TEST(MemoryBudget, PlanCountsSharedWeightsOncePerNode) {
   const runner::MemoryPlan bf16_two = runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 2);
   EXPECT_EQ(bf16_two.weights_shared, 4.0 * params);
   EXPECT_GT(bf16_two.micro, 0);
-  // Private float32 weights (1.8 GiB) and half of one prompt's work: not one prompt fits.
-  s.memory_budget_bytes = 4.0 * params + 0.5 * bf16_one.one_prompt;
-  EXPECT_EQ(runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 1).micro, 0);
+  // Private float32 weights (1.8 GiB) and a little more than one prompt's work: one prompt at a time.
   s.memory_budget_bytes = 4.0 * params + 1.01 * bf16_one.one_prompt;
-  EXPECT_EQ(runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 1).micro, 1);
+  const runner::MemoryPlan one = runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 1);
+  EXPECT_EQ(one.micro, 1);
+  EXPECT_EQ(one.upstream_layers, 0);
   EXPECT_GT(bf16_one.one_prompt, 0);
+  // Less: the contraction streams over as many upstream layers as fit (item 3), within the budget.
+  s.memory_budget_bytes = 4.0 * params + 0.9 * bf16_one.one_prompt;
+  const runner::MemoryPlan streamed = runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 1);
+  EXPECT_EQ(streamed.micro, 1);
+  EXPECT_GT(streamed.upstream_layers, 0);
+  EXPECT_LT(streamed.upstream_layers, c.n_layers);
+  EXPECT_LE(streamed.work, 0.9 * bf16_one.one_prompt);
+  EXPECT_NE(runner::describe(streamed, 1).find("streaming over " + std::to_string(streamed.upstream_layers) + " upstream layer"),
+            std::string::npos);
+  // Below one prompt's work at one upstream layer a pass: not one prompt fits, and the plan says how
+  // much that least is (the preflight's error names it).
+  s.memory_budget_bytes = 4.0 * params + 0.5 * bf16_one.one_prompt;
+  const runner::MemoryPlan none = runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 1);
+  EXPECT_EQ(none.micro, 0);
+  EXPECT_GT(none.one_prompt, 0.5 * bf16_one.one_prompt);
+  EXPECT_LT(none.one_prompt, streamed.work);
+  s.memory_budget_bytes = 4.0 * params + 1.001 * none.one_prompt;
+  const runner::MemoryPlan least = runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 1);
+  EXPECT_EQ(least.micro, 1);
+  EXPECT_EQ(least.upstream_layers, 1);
 }
 
 // "auto" on CPU (runner::auto_work_cap_bytes): the node's share, but no more work than
