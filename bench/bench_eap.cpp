@@ -5,7 +5,7 @@
 // engine runs) and not, against the same shape's normal checkpoint. Every ratio is measured within
 // this one run.
 // Usage: bench_eap [--quick] [--real] [--threads N] [--device cpu|cuda|cuda:N] [--dtype float32|bfloat16]
-//                  [--only TEXT] [--micro N] [--reps N] [--upstream-layers N]
+//                  [--only TEXT] [--micro N|auto] [--reps N] [--upstream-layers N]
 // On CUDA the times include the copy of each batch's scores back to the host (as in a sweep); the
 // memory columns are host memory only.
 #include <ATen/ATen.h>
@@ -29,6 +29,7 @@
 #include "model/denormal.hpp"
 #include "model/make.hpp"
 #include "model/model.hpp"
+#include "runner/memory_plan.hpp"
 
 using namespace teap;
 
@@ -63,6 +64,7 @@ model::ModelConfig small(model::Family f, int layers, int heads, int kv, int d, 
 }
 
 struct Row {
+  int micro = 0;  // prompts per micro-batch (0: whole)
   double load_s = 0, fwd_s = 0, first_s = 0, eap_s = 0, work_mib = 0, peak_mib = 0, estimate_mib = 0, one_s = 0;
   eap::ScoreProfile phases;
 };
@@ -92,11 +94,23 @@ Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_pr
   Row r;
   model::Model m;
   r.load_s = best_of(1, [&] { m = model::load_model(tmp.string(), lo); });
+  if (micro < 0) {  // auto: the micro-batch a one-rank sweep plans for this model (memory_budget "auto")
+    job::Settings s;
+    s.dtype = k.dtype;
+    s.device = base.device.empty() ? "cpu" : base.device;
+    const runner::MemoryPlan plan =
+        runner::plan_memory_loaded(m.config, double(model::parameter_count(m)) * m.weights.wte.element_size(),
+                                   double(m.mapped_bytes), s, B, P, P - 11, 1, at::get_num_threads());
+    micro = static_cast<int>(plan.micro);
+    upstream_layers = static_cast<int>(plan.upstream_layers);
+  }
+  r.micro = micro;
   const eap::BatchInput in = bench::random_batch(B, P, k.config.vocab_size);
   const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads);
   // Warm-up: allocator, thread pool, the weights' pages.
   eap::logit_diffs(m, in.clean_ids, B, P, in.clean_answer, in.corrupt_answer, eap::MetricPairing::Own);
-  r.fwd_s = best_of(reps, [&] {
+  // The ratio's denominator: at least the best of 3 (one forward pass varies by about 10% on a shared machine).
+  r.fwd_s = best_of(std::max(reps, 3), [&] {
     eap::logit_diffs(m, in.clean_ids, B, P, in.clean_answer, in.corrupt_answer, eap::MetricPairing::Own);
   });
   reset_peak();
@@ -118,7 +132,7 @@ Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_pr
   const auto& c = m.config;
   w.n_layers = c.n_layers, w.n_heads = c.n_heads, w.n_kv_heads = c.n_kv_heads, w.d_model = c.d_model, w.d_head = c.d_head,
   w.d_mlp = c.d_mlp, w.vocab = c.vocab_size, w.activation_bytes = k.dtype == "bfloat16" ? 2 : 4;
-  r.estimate_mib = eap::batch_work_bytes(w, B, P, P - 11) / (1 << 20);
+  r.estimate_mib = eap::batch_work_bytes(w, micro > 0 && micro < B ? micro : B, P, P - 11, upstream_layers) / (1 << 20);
   if (per_prompt) {
     // The notebook's EAP fork ran one prompt per backward pass: the same work, prompt by prompt.
     const int n = reps == 1 ? 3 : 6;
@@ -153,7 +167,8 @@ int main(int argc, char** argv) {
       "          needs about 12 GiB and several minutes), and the denormal case at BM2 shape\n"
       "  --only TEXT: only the model lines whose name (e.g. 'BM3 Llama-3.2-1B bf16') contains TEXT; 'denormal' or\n"
       "          'methods': only that section\n"
-      "  --micro N: score each EAP batch in micro-batches of at most N prompts (as under a memory budget)\n"
+      "  --micro N|auto: score each EAP batch in micro-batches of at most N prompts (as under a memory budget);\n"
+      "          auto: those a one-rank sweep plans for each model under memory_budget \"auto\"\n"
       "  --upstream-layers N: the contraction holds N upstream layers' differences at a time (streaming)\n"
       "  --reps N: the best of N repetitions of every model line (default 3, 1 with --quick or for the real shapes)\n";
   auto usage = [&](const std::string& why) {
@@ -180,8 +195,8 @@ int main(int argc, char** argv) {
     } else if (arg == "--only" && has_value) {
       only = argv[++i];
     } else if (arg == "--micro" && has_value) {
-      micro = std::atoi(argv[++i]);
-      if (micro < 1) usage(std::string("--micro: not a positive number: '") + argv[i] + "'");
+      micro = std::string(argv[++i]) == "auto" ? -1 : std::atoi(argv[i]);
+      if (micro == 0 || micro < -1) usage(std::string("--micro: not a positive number or 'auto': '") + argv[i] + "'");
     } else if (arg == "--upstream-layers" && has_value) {
       upstream_layers = std::atoi(argv[++i]);
       if (upstream_layers < 1) usage(std::string("--upstream-layers: not a positive number: '") + argv[i] + "'");
@@ -219,15 +234,19 @@ int main(int argc, char** argv) {
     cases = kept;
   }
   std::printf("threads: %d (intra-op), batch %d prompts x %d tokens (the last 24 differ), %s%s%s\n", at::get_num_threads(), B, P,
-              lo.device.c_str(), micro > 0 ? (", micro-batches of at most " + std::to_string(micro) + " prompts").c_str() : "",
+              lo.device.c_str(),
+              micro > 0   ? (", micro-batches of at most " + std::to_string(micro) + " prompts").c_str()
+              : micro < 0 ? ", micro-batches as a one-rank sweep plans them (column 'micro')"
+                          : "",
               upstream_layers > 0 ? (", " + std::to_string(upstream_layers) + " upstream layer(s) a contraction pass").c_str() : "");
-  std::printf("%-26s %-8s %7s %10s %8s %8s %8s %6s %9s %9s %9s %11s %8s\n", "model", "dtype", "load s", "fwd tok/s", "fwd s",
-              "1st s", "eap s", "ratio", "work MiB", "est. MiB", "peak MiB", "per-prompt s", "speed-up");
+  std::printf("%-26s %-8s %7s %10s %8s %5s %8s %8s %6s %9s %9s %9s %11s %8s\n", "model", "dtype", "load s", "fwd tok/s", "fwd s",
+              "micro", "1st s", "eap s", "ratio", "work MiB", "est. MiB", "peak MiB", "per-prompt s", "speed-up");
   std::vector<std::pair<std::string, Row>> rows;
   for (const Case& k : cases) {
     const Row r = measure(k, lo, reps_arg > 0 ? reps_arg : k.real ? 1 : reps, !k.real && micro == 0, B, P, micro, upstream_layers);
-    std::printf("%-26s %-8s %7.2f %10.0f %8.3f %8.3f %8.3f %6.2f %9.0f %9.0f %9.0f", k.name.c_str(), k.dtype.c_str(), r.load_s,
-                B * P / r.fwd_s, r.fwd_s, r.first_s, r.eap_s, r.eap_s / r.fwd_s, r.work_mib, r.estimate_mib, r.peak_mib);
+    std::printf("%-26s %-8s %7.2f %10.0f %8.3f %5d %8.3f %8.3f %6.2f %9.0f %9.0f %9.0f", k.name.c_str(), k.dtype.c_str(), r.load_s,
+                B * P / r.fwd_s, r.fwd_s, r.micro > 0 && r.micro < B ? r.micro : B, r.first_s, r.eap_s, r.eap_s / r.fwd_s,
+                r.work_mib, r.estimate_mib, r.peak_mib);
     if (r.one_s > 0) std::printf(" %11.3f %7.1fx", r.one_s, r.one_s / r.eap_s);
     std::printf("\n");
     std::fflush(stdout);

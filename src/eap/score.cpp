@@ -184,12 +184,12 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
 
   at::NoGradGuard no_grad;
   // The contraction's operand type. A bfloat16 run keeps its upstream differences in bfloat16 and
-  // contracts them with its gradients rounded once to bfloat16: the products accumulate in float32
-  // inside the GEMM (oneDNN on CPU, cuBLAS on CUDA), at twice float32's speed and half its memory;
-  // the activations themselves are bfloat16, so the differences lose nothing but the final rounding
-  // of each head's z_h . W_O[h] (relative 2^-9, unbiased), and the gradients keep being built in
-  // float32 (the norms' VJPs subtract nearly equal terms) before that one rounding. Tolerance and
-  // top edges against float32: docs/eap.md, tests/eap/test_scale.cpp (Bf16Contraction).
+  // contracts them with bfloat16 gradients: the products accumulate in float32 inside the GEMM
+  // (oneDNN on CPU, cuBLAS on CUDA), at twice float32's speed and half its memory; the activations
+  // themselves are bfloat16, so the differences lose nothing but the final rounding of each head's
+  // z_h . W_O[h] (relative 2^-9, unbiased), and the gradients' operands are computed in float32 and
+  // rounded once (see `gradients` below). Tolerance and top edges against float32: docs/eap.md,
+  // tests/eap/test_scale.cpp (Bf16Contraction).
   const auto ot = m.dtype == at::kBFloat16 ? at::kBFloat16 : ct;
   const int64_t U = g.n_upstream(), L = c.n_layers, per_layer = H + 1, in_row = g.input_up();
   const bool layer_norm = c.family == model::Family::GptNeo;
@@ -197,14 +197,19 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
 
   // The gradients at downstream layer b's destinations [K, N*d] in the operand type: K = 3H+1 (q, k, v
   // per query head, then the MLP) where some upstream node feeds the layer's heads, else 1.
-  at::Tensor G_buffer, G_low;  // G_low: the bfloat16 copy the contraction reads in a bfloat16 run
+  at::Tensor G_buffer, G_low;  // G_low: a gradient method's float32 sums rounded to bfloat16 in a bfloat16 run
   auto gradients = [&](int b) -> at::Tensor {
     const auto& rc = clean.layers[b];
     const auto& w = m.weights.layers[b];
     const bool head_cols = g.heads_down() && (b > 0 || in_row >= 0);
     const int64_t K = head_cols ? 3 * H + 1 : 1;
-    // One buffer for every layer's gradients: a fresh allocation per layer costs page faults.
-    if (!G_buffer.defined()) G_buffer = reuse(ws.gradients, {g.heads_down() ? 3 * H + 1 : 1, N, d}, at::TensorOptions().dtype(ct).device(m.device));
+    // One buffer for every layer's gradients: a fresh allocation per layer costs page faults. Plain
+    // eap builds them in the operand type (bfloat16 in a bfloat16 run, see below); the gradient
+    // methods' sums are float32, rounded into G_low.
+    const auto gt = sum ? ct : ot;
+    if (!G_buffer.defined())
+      G_buffer = reuse(gt == ct ? ws.gradients : ws.gradients_low, {g.heads_down() ? 3 * H + 1 : 1, N, d},
+                       at::TensorOptions().dtype(gt).device(m.device));
     at::Tensor Gall = G_buffer.narrow(0, 0, K);
     if (sum) {
       sum->layer_gradients(b, Gall);  // the runs' summed gradients at the layer's destinations
@@ -215,17 +220,22 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
         // Query head h's private copy of the residual stream gets the norm's VJP of
         // g_h = dproj_h . W[h]: with gw = rstd * (g_h * w), VJP = gw - mean_d(gw) - xhat * mean_d(gw * xhat)
         // (no mean term for RMSNorm). Folding rstd into dproj and w into W makes gw one batched
-        // product; the two mean terms are then subtracted in place.
+        // product; the two mean terms are then subtracted in place. In a bfloat16 run the operands
+        // (dproj * rstd, W * w, xhat: each computed in float32, rounded once) and gw are bfloat16: the
+        // products accumulate in float32 inside the GEMM, and the mean terms, about 1/sqrt(d) of gw,
+        // add one more rounding of 2^-9 relative to what the contraction's bfloat16 operand rounds
+        // anyway; float32's numbers are built at half the memory traffic and twice the GEMM speed.
         const at::Tensor x = rc.resid_pre.detach().to(ct).reshape({N, d});
         const at::Tensor mu = layer_norm ? x.mean(-1, true) : at::zeros({N, 1}, x.options());
         const at::Tensor rstd = at::rsqrt((x - mu).pow(2).mean(-1, true) + c.norm_eps);  // [N,1]
-        const at::Tensor xhat = (x - mu) * rstd;                                         // [N,d]
+        const at::Tensor xhat = ((x - mu) * rstd).to(gt);                                // [N,d]
         const at::Tensor norm_w = w.ln1_w.to(ct);
         const int64_t group = H / c.n_kv_heads;
         auto heads = [&](int slot, const at::Tensor& proj, const at::Tensor& weight, int64_t repeat) {
           const int64_t n_w = H / repeat;                              // weight heads (key/value heads for k, v)
-          const at::Tensor wh = weight.to(ct).view({n_w, dh, d}) * norm_w;  // [n_w, dh, d]
-          const at::Tensor dp = grad_or_zeros(proj).detach().to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh}) * rstd.unsqueeze(0);
+          const at::Tensor wh = (weight.to(ct).view({n_w, dh, d}) * norm_w).to(gt);  // [n_w, dh, d]
+          const at::Tensor dp =
+              (grad_or_zeros(proj).detach().to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh}) * rstd.unsqueeze(0)).to(gt);
           at::Tensor gw = Gall.narrow(0, slot * H, H);
           // The query heads that share a key/value head are consecutive, so each group's rows are one
           // product with its weight head: [n_w, repeat*N, dh] x [n_w, dh, d] (no per-query-head copy).
@@ -243,7 +253,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
         heads(2, rc.v, w.w_v, group);
       }
     }
-    if (ot == ct) return Gall.view({K, N * d});
+    if (gt == ot) return Gall.view({K, N * d});
     if (!G_low.defined()) G_low = reuse(ws.gradients_low, G_buffer.sizes(), at::TensorOptions().dtype(ot).device(m.device));
     return G_low.narrow(0, 0, K).copy_(Gall).view({K, N * d});
   };

@@ -649,9 +649,9 @@ TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
 // (score.cpp): its scores stay those of the float32 run of the same weights up to bfloat16's own
 // error (the activations are bfloat16 too), and its strongest edges are float32's.
 TEST(Bf16Contraction, ScoresFollowTheFloat32Run) {
-  for (Family f : {Family::Qwen2, Family::Llama}) {
+  for (Family f : {Family::Qwen2, Family::Llama, Family::GptNeo}) {  // GPT-Neo: LayerNorm's mean term too
     SCOPED_TRACE(model::family_name(f));
-    model::ModelConfig c = model::family_config(f, 3, 4, 2, 128, 256, eap_test::kVocab);
+    model::ModelConfig c = model::family_config(f, 3, 4, f == Family::GptNeo ? 4 : 2, 128, 256, eap_test::kVocab);
     c.max_positions = 64;
     const model::Model m32 = model::random_model(c, 11, at::kFloat);
     const model::Model m16 = model::random_model(c, 11, at::kBFloat16);
