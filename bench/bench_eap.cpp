@@ -101,6 +101,11 @@ Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_pr
     const runner::MemoryPlan plan =
         runner::plan_memory_loaded(m.config, double(model::parameter_count(m)) * m.weights.wte.element_size(),
                                    double(m.mapped_bytes), s, B, P, P - 11, 1, at::get_num_threads());
+    if (plan.micro == 0) {
+      std::fprintf(stderr, "bench_eap: %s: memory_budget \"auto\" (%s per rank) fits not one prompt on this machine\n",
+                   k.name.c_str(), eap::format_bytes(plan.budget).c_str());
+      std::exit(1);
+    }
     micro = static_cast<int>(plan.micro);
     upstream_layers = static_cast<int>(plan.upstream_layers);
   }
@@ -132,7 +137,7 @@ Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_pr
   const auto& c = m.config;
   w.n_layers = c.n_layers, w.n_heads = c.n_heads, w.n_kv_heads = c.n_kv_heads, w.d_model = c.d_model, w.d_head = c.d_head,
   w.d_mlp = c.d_mlp, w.vocab = c.vocab_size, w.activation_bytes = k.dtype == "bfloat16" ? 2 : 4;
-  r.estimate_mib = eap::batch_work_bytes(w, micro > 0 && micro < B ? micro : B, P, P - 11, upstream_layers) / (1 << 20);
+  r.estimate_mib = eap::batch_work_bytes(w, micro > 0 && micro < B ? micro : B, P, P - 11, upstream_layers, B) / (1 << 20);
   if (per_prompt) {
     // The notebook's EAP fork ran one prompt per backward pass: the same work, prompt by prompt.
     const int n = reps == 1 ? 3 : 6;

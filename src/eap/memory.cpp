@@ -8,7 +8,8 @@
 
 namespace teap::eap {
 
-double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, int64_t upstream_layers) {
+double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, int64_t upstream_layers,
+                        int64_t share) {
   const double L = s.n_layers, H = s.n_heads, d = s.d_model, dh = s.d_head, f = s.d_mlp, a = s.activation_bytes,
                c = s.compute_bytes;
   const double B = double(prompts), P = double(positions), S = double(std::min(suffix, positions));
@@ -26,17 +27,19 @@ double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, 
   const double held = upstream_layers > 0 ? std::min<double>(double(upstream_layers), L) : L;
   const double differences = held * (H + 1.0) * d * c + 2.0 * d * c;
   const double gradients = (3.0 * H + 1.0) * d * c + 3.0 * H * dh * c + 4.0 * d * c;
-  // The common prefix: its record (no gradients), kept for the suffix's attention.
-  const double prefix = B * (P - S) * L * (4.0 * H * dh + 4.0 * d) * a;
-  // The last position's full logits of both runs, float32.
-  const double logits = 2.0 * B * s.vocab * 4.0;
+  // The share's common prefix: its keys and values per query head (no gradients; the rest of its
+  // record is dropped layer by layer), kept for every micro-batch's attention.
+  const double Bs = double(std::max(share, prompts));
+  const double prefix = Bs * (P - S) * L * (2.0 * H * dh) * a;
+  // The last position's full logits of both runs for the whole share, float32.
+  const double logits = 2.0 * Bs * s.vocab * 4.0;
   return rows * (L * (clean + corrupt + attention) + differences + gradients) + prefix + logits;
 }
 
 int64_t micro_batch_prompts(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, double budget_bytes,
                             int64_t upstream_layers) {
   if (prompts <= 0) return 0;
-  auto fits = [&](int64_t n) { return batch_work_bytes(s, n, positions, suffix, upstream_layers) <= budget_bytes; };
+  auto fits = [&](int64_t n) { return batch_work_bytes(s, n, positions, suffix, upstream_layers, prompts) <= budget_bytes; };
   if (fits(prompts)) return prompts;
   int64_t lo = 0, hi = prompts;  // work(lo) fits (or lo == 0), work(hi) does not
   while (hi - lo > 1) {
@@ -46,10 +49,10 @@ int64_t micro_batch_prompts(const WorkShape& s, int64_t prompts, int64_t positio
   return lo;
 }
 
-int64_t upstream_layers_per_pass(const WorkShape& s, int64_t positions, int64_t suffix, double budget_bytes) {
-  if (batch_work_bytes(s, 1, positions, suffix) <= budget_bytes) return 0;
+int64_t upstream_layers_per_pass(const WorkShape& s, int64_t positions, int64_t suffix, double budget_bytes, int64_t share) {
+  if (batch_work_bytes(s, 1, positions, suffix, 0, share) <= budget_bytes) return 0;
   for (int64_t layers = s.n_layers - 1; layers >= 1; --layers)
-    if (batch_work_bytes(s, 1, positions, suffix, layers) <= budget_bytes) return layers;
+    if (batch_work_bytes(s, 1, positions, suffix, layers, share) <= budget_bytes) return layers;
   return -1;
 }
 

@@ -14,24 +14,28 @@ struct WorkShape {
   int compute_bytes = 4;     // differences and gradients: 4, or 8 for a float64 run
 };
 
-// Estimated peak bytes of score_batch's work on `prompts` prompts of `positions` tokens, the last
-// `suffix` of which differ between clean and corrupt (the common prefix is run once, without
-// gradients), weights excluded: both runs' activation records and the clean run's autograd
-// graph, the upstream differences [L*(H+1), prompts*suffix, d], one layer's gradients
-// [3H+1, prompts*suffix, d] and its temporaries, and the last position's full logits.
+// Estimated peak bytes of score_batch's work on a micro-batch of `prompts` prompts of `positions`
+// tokens, the last `suffix` of which differ between clean and corrupt, weights excluded: both runs'
+// activation records and the clean run's autograd graph, the upstream differences
+// [L*(H+1), prompts*suffix, d], one layer's gradients [3H+1, prompts*suffix, d] and its
+// temporaries; and what the micro-batches of a share of `share` prompts (0: `prompts`, one call)
+// hold for the whole share: the common prefix's keys and values (run once, without gradients) and
+// the last position's full logits of both runs (found once).
 // upstream_layers > 0: the differences of that many upstream layers at a time (streamed; 0: all).
-double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, int64_t upstream_layers = 0);
+double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, int64_t upstream_layers = 0,
+                        int64_t share = 0);
 
-// The largest number of prompts, at most `prompts`, whose work fits `budget_bytes`; 0 when not
-// even one prompt does.
+// The largest number of prompts, at most `prompts` (the share), whose work fits `budget_bytes`;
+// 0 when not even one prompt does.
 int64_t micro_batch_prompts(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, double budget_bytes,
                             int64_t upstream_layers = 0);
 
-// How many upstream layers' differences one pass of the contraction holds: 0 (all of them, no
-// streaming) when one prompt's work fits `budget_bytes` so, else the most layers for which it fits
-// (each further pass recomputes the gradients of the layers its rows feed), or -1 when not even one
-// layer at a time fits.
-int64_t upstream_layers_per_pass(const WorkShape& s, int64_t positions, int64_t suffix, double budget_bytes);
+// How many upstream layers' differences one pass of the contraction holds when a share of `share`
+// prompts is scored one prompt at a time: 0 (all of them, no streaming) when that work fits
+// `budget_bytes`, else the most layers for which it fits (each further pass recomputes the
+// gradients of the layers its rows feed), or -1 when not even one layer at a time fits.
+int64_t upstream_layers_per_pass(const WorkShape& s, int64_t positions, int64_t suffix, double budget_bytes,
+                                 int64_t share = 1);
 
 // Sizes a user writes: "12GiB", "800MiB", "1.5 GB", "auto" is not one. Units KiB MiB GiB TiB
 // (1024-based) and KB MB GB TB (1000-based), B or none for bytes. nullopt-like -1 when unparsable.

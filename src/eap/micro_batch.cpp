@@ -29,6 +29,7 @@ BatchScores score_in_micro_batches(const model::Model& m, const Graph& g, const 
                                    int max_prompts) {
   const int B = in.n_prompts;
   if (max_prompts <= 0 || max_prompts >= B) return score_batch(m, g, in, options);
+  check_batch(m, in);  // before the shared prefix runs on it
   if (options.pairing == MetricPairing::BatchBroadcast)
     throw InputError("metric_pairing batch_broadcast averages over the whole batch's pairs, so a batch of " +
                      std::to_string(B) + " prompts cannot be split into micro-batches of " + std::to_string(max_prompts) +
@@ -54,9 +55,9 @@ BatchScores score_in_micro_batches(const model::Model& m, const Graph& g, const 
   if (start > 0) {
     const auto t0 = std::chrono::steady_clock::now();
     at::NoGradGuard no_grad;
-    model::ActivationRecord whole;
-    model::forward(m, as_tensor(in.clean_ids, B, in.n_positions).narrow(1, 0, start), &whole);
-    ws->prefix = prefix_rows(whole, 0, B);  // the keys and values only
+    ws->prefix = model::ActivationRecord{};
+    ws->prefix.keys_values_only = true;  // all the parts read of it (eap::batch_work_bytes counts it)
+    model::forward(m, as_tensor(in.clean_ids, B, in.n_positions).narrow(1, 0, start), &ws->prefix);
     ws->prefix_start = start;
     if (options.profile) options.profile->prefix += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }

@@ -132,6 +132,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     prefix = prefix_rows(ws.prefix, ws.prefix_row, B);
   } else if (start > 0) {
     at::NoGradGuard no_grad;
+    prefix.keys_values_only = true;
     model::forward(m, clean_ids.narrow(1, 0, start), &prefix);
   }
   const model::ActivationRecord* before = start > 0 ? &prefix : nullptr;
@@ -198,10 +199,12 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   // The gradients at downstream layer b's destinations [K, N*d] in the operand type: K = 3H+1 (q, k, v
   // per query head, then the MLP) where some upstream node feeds the layer's heads, else 1.
   at::Tensor G_buffer, G_low;  // G_low: a gradient method's float32 sums rounded to bfloat16 in a bfloat16 run
-  auto gradients = [&](int b) -> at::Tensor {
+  // heads_read: whether the caller reads the head columns (a streaming pass whose rows all come from
+  // layer b does not); without them only the MLP row is built.
+  auto gradients = [&](int b, bool heads_read) -> at::Tensor {
     const auto& rc = clean.layers[b];
     const auto& w = m.weights.layers[b];
-    const bool head_cols = g.heads_down() && (b > 0 || in_row >= 0);
+    const bool head_cols = heads_read && g.heads_down() && (b > 0 || in_row >= 0);
     const int64_t K = head_cols ? 3 * H + 1 : 1;
     // One buffer for every layer's gradients: a fresh allocation per layer costs page faults. Plain
     // eap builds them in the operand type (bfloat16 in a bfloat16 run, see below); the gradient
@@ -222,9 +225,10 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
         // (no mean term for RMSNorm). Folding rstd into dproj and w into W makes gw one batched
         // product; the two mean terms are then subtracted in place. In a bfloat16 run the operands
         // (dproj * rstd, W * w, xhat: each computed in float32, rounded once) and gw are bfloat16: the
-        // products accumulate in float32 inside the GEMM, and the mean terms, about 1/sqrt(d) of gw,
-        // add one more rounding of 2^-9 relative to what the contraction's bfloat16 operand rounds
-        // anyway; float32's numbers are built at half the memory traffic and twice the GEMM speed.
+        // products accumulate in float32 inside the GEMM, and each mean term (about 1/sqrt(d) of gw)
+        // and its subtraction round again, each by 2^-9 of |gw| at most, the size of the rounding the
+        // contraction's bfloat16 operand needs anyway; built so, the gradients cost half the memory
+        // traffic and twice the GEMM speed of float32 (error against float32: Bf16Contraction).
         const at::Tensor x = rc.resid_pre.detach().to(ct).reshape({N, d});
         const at::Tensor mu = layer_norm ? x.mean(-1, true) : at::zeros({N, 1}, x.options());
         const at::Tensor rstd = at::rsqrt((x - mu).pow(2).mean(-1, true) + c.norm_eps);  // [N,1]
@@ -290,11 +294,11 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
 
     // One pass over the pass's differences per downstream layer: every column of the layer at once.
     for (int b = static_cast<int>(l0); b < L; ++b) {
-      const at::Tensor G = gradients(b);
-      const int64_t K = G.size(0);
       // The pass's rows that feed layer b's heads (earlier layers) and its MLP (and b's own heads).
       const int64_t rows_q = std::clamp<int64_t>(int64_t(b) * per_layer - r0, 0, n_rows);
       const int64_t rows_m = std::clamp<int64_t>(int64_t(b) * per_layer + H - r0, 0, n_rows);
+      const at::Tensor G = gradients(b, rows_q > 0 || with_input);
+      const int64_t K = G.size(0);
       if (rows_m > 0) {
         const at::Tensor term = long_product(A2.narrow(0, 0, rows_m), G);  // [rows_m, K]
         S.narrow(0, r0, rows_m).select(1, g.mlp_down(b)).copy_(term.select(1, K - 1));

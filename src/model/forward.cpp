@@ -76,6 +76,12 @@ at::Tensor forward_embedded(const Model& m, const at::Tensor& embedding, Activat
   for (int l = 0; l < m.config.n_layers; ++l) {
     const LayerContext ctx{record ? &record->layers[l] : nullptr, grads, start, prefix ? &prefix->layers[l] : nullptr};
     x = neo ? gpt_neo_layer(m, l, x, ctx) : llama_layer(m, l, x, ctx);
+    if (record && record->keys_values_only) {
+      LayerRecord kept;
+      kept.k = record->layers[l].k;
+      kept.v = record->layers[l].v;
+      record->layers[l] = std::move(kept);
+    }
   }
   if (grads && x.requires_grad()) x.retain_grad();
   if (record) record->resid_final = x;

@@ -83,6 +83,9 @@ struct LayerRecord {
 // take no gradient), so a backward pass costs about one forward pass.
 struct ActivationRecord {
   bool with_grads = false;     // ask for the (grad) tensors
+  // Keep only each layer's k and v (the rest dropped as each layer ends): a common prefix's
+  // record, of which a later run reads nothing else.
+  bool keys_values_only = false;
   at::Tensor embed;            // [B,P,d_model] token (+ position) embedding entering layer 0
   std::vector<LayerRecord> layers;
   at::Tensor resid_final;      // (grad) [B,P,d_model] residual stream before the final norm

@@ -98,8 +98,8 @@ UnitOutcome run_evaluate_unit(const UnitEnv& env, Workspace& ws, const UnitRef& 
   const job::Cell& cell = job.cells[unit.cell];
   const auto t0 = std::chrono::steady_clock::now();
   UnitOutcome outcome;
+  ws.buffers.reset();  // the score units' buffers: the circuits' runs (or the other ranks') need the memory now
   if (!env.group.leader()) return outcome;  // the leader runs the batch's circuits alone
-  ws.buffers.reset();  // the score units' buffers: the circuits' runs need the memory now
   try {
     ws.load(cell, s);
     const model::Model& m = *ws.model;

@@ -48,20 +48,20 @@ MemoryPlan finish(MemoryPlan p, const model::ModelConfig& c, const job::Settings
   p.budget = rank_budget_bytes(s, ranks_on_node, p.weights_shared);
   if (s.memory_budget_bytes <= 0 && p.budget > 0) {
     // "auto" also stops where a larger working set buys no speed (auto_work_cap_bytes).
-    const double cap = p.weights_private + auto_work_cap_bytes(w, positions, suffix, threads);
+    const double cap = p.weights_private + auto_work_cap_bytes(w, positions, suffix, threads, p.prompts);
     p.budget = std::min(p.budget, cap);
   }
-  p.one_prompt = eap::batch_work_bytes(w, 1, positions, suffix);
+  p.one_prompt = eap::batch_work_bytes(w, 1, positions, suffix, 0, p.prompts);
   if (p.budget <= 0) {
     p.micro = p.prompts;
   } else {
     // Below one prompt's work, the contraction streams over upstream layers (eap/memory.hpp).
-    const int64_t layers = eap::upstream_layers_per_pass(w, positions, suffix, p.budget - p.weights_private);
+    const int64_t layers = eap::upstream_layers_per_pass(w, positions, suffix, p.budget - p.weights_private, p.prompts);
     p.upstream_layers = std::max<int64_t>(layers, 0);
     p.micro = layers < 0 ? 0 : eap::micro_batch_prompts(w, p.prompts, positions, suffix, p.budget - p.weights_private, p.upstream_layers);
-    if (layers < 0) p.one_prompt = eap::batch_work_bytes(w, 1, positions, suffix, 1);  // the least it can do with
+    if (layers < 0) p.one_prompt = eap::batch_work_bytes(w, 1, positions, suffix, 1, p.prompts);  // the least it can do with
   }
-  p.work = eap::batch_work_bytes(w, std::max<int64_t>(p.micro, 1), positions, suffix, p.upstream_layers);
+  p.work = eap::batch_work_bytes(w, std::max<int64_t>(p.micro, 1), positions, suffix, p.upstream_layers, p.prompts);
   return p;
 }
 
@@ -86,13 +86,13 @@ double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double share
   return std::max(0.0, 0.9 * node_memory_bytes() - shared_weight_bytes) / std::max(1, ranks_on_node);
 }
 
-double auto_work_cap_bytes(const eap::WorkShape& w, int64_t positions, int64_t suffix, int threads) {
+double auto_work_cap_bytes(const eap::WorkShape& w, int64_t positions, int64_t suffix, int threads, int64_t share) {
   // bfloat16 products run about twice as fast per row, so each micro-batch's passes over the weights
   // weigh twice as much: twice the rows (measured, BM3 bfloat16: 3 prompts 38.7 s, 6 prompts 32.9 s,
   // whole batch 33.6 s).
   const int64_t rows = kAutoRowsPerThread * std::max(1, threads) * (w.activation_bytes == 2 ? 2 : 1);
   const int64_t prompts = std::max<int64_t>(1, (rows + std::max<int64_t>(suffix, 1) - 1) / std::max<int64_t>(suffix, 1));
-  return std::max(kAutoMinWorkBytes, eap::batch_work_bytes(w, prompts, positions, suffix));
+  return std::max(kAutoMinWorkBytes, eap::batch_work_bytes(w, prompts, positions, suffix, 0, share));
 }
 
 MemoryPlan plan_memory(const model::ModelConfig& c, int64_t parameters, double stored_bytes, const job::Settings& s,

@@ -40,7 +40,9 @@ double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double share
 // (and their results bit-identical to an unsplit run).
 constexpr int64_t kAutoRowsPerThread = 64;
 constexpr double kAutoMinWorkBytes = 256.0 * 1024 * 1024;
-double auto_work_cap_bytes(const eap::WorkShape& w, int64_t positions, int64_t suffix, int threads);
+// `share`: the rank's share of a batch, whose prefix and logits every micro-batch's work includes
+// (eap::batch_work_bytes; 0: the capped micro-batch itself).
+double auto_work_cap_bytes(const eap::WorkShape& w, int64_t positions, int64_t suffix, int threads, int64_t share = 0);
 
 struct MemoryPlan {
   double weights_private = 0;  // bytes of weights only this rank holds

@@ -164,7 +164,7 @@ UnitOutcome run_score_unit(const UnitEnv& env, Workspace& ws, const UnitRef& uni
     if (mem.micro == 0)
       throw InputError(job.path + ": settings.memory_budget: " + eap::format_bytes(mem.budget) + " per rank is less than " +
                        cell.weights + " needs for one prompt");
-    if (mem.micro < part.n_prompts && ws.told_micro.insert(cell.weights).second)
+    if ((mem.micro < part.n_prompts || mem.upstream_layers > 0) && ws.told_micro.insert(cell.weights).second)
       spdlog::info("{}: batches scored in micro-batches of {} of {} prompts within settings.memory_budget ({})", cell.weights,
                    mem.micro, part.n_prompts, describe(mem, ws.ranks_on_node));
     so.upstream_layers = static_cast<int>(mem.upstream_layers);

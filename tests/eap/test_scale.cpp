@@ -471,6 +471,27 @@ TEST(Streaming, UpstreamLayersAtATimeGiveTheSameScores) {
   }
 }
 
+// The common prefix's record keeps each layer's keys and values only (all a later run reads of it,
+// and what eap::batch_work_bytes counts of it), and a run from it gives what a full record gives.
+TEST(MicroBatch, PrefixRecordKeepsKeysAndValuesOnly) {
+  const model::Model m = eap_test::make_model(Family::Llama);
+  const eap_test::Batch b = eap_test::make_batch(4, 10, 41);
+  const at::Tensor prefix_ids = b.clean.narrow(1, 0, 4);
+  model::ActivationRecord full, kv;
+  kv.keys_values_only = true;
+  model::forward(m, prefix_ids, &full);
+  model::forward(m, prefix_ids, &kv);
+  ASSERT_EQ(kv.layers.size(), full.layers.size());
+  for (size_t l = 0; l < kv.layers.size(); ++l) {
+    EXPECT_TRUE(kv.layers[l].k.equal(full.layers[l].k));
+    EXPECT_TRUE(kv.layers[l].v.equal(full.layers[l].v));
+    for (const at::Tensor* t : {&kv.layers[l].z, &kv.layers[l].q, &kv.layers[l].resid_pre, &kv.layers[l].resid_mid,
+                                &kv.layers[l].mlp_in, &kv.layers[l].mlp_out})
+      EXPECT_FALSE(t->defined()) << "layer " << l;
+  }
+  EXPECT_TRUE(model::forward(m, b.clean, nullptr, 4, &kv).equal(model::forward(m, b.clean, nullptr, 4, &full)));
+}
+
 TEST(MicroBatch, BatchBroadcastCannotBeSplit) {
   const model::Model m = eap_test::make_model(Family::Qwen2);
   const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads);
@@ -496,8 +517,8 @@ TEST(MemoryBudget, MicroBatchSizeFitsTheBudgetAndGrowsWithIt) {
   int64_t last = 0;
   for (double budget = one; budget < thirty; budget *= 1.5) {
     const int64_t n = eap::micro_batch_prompts(w, 30, 35, 23, budget);
-    EXPECT_LE(eap::batch_work_bytes(w, n, 35, 23), budget);
-    EXPECT_GT(eap::batch_work_bytes(w, n + 1, 35, 23), budget);
+    EXPECT_LE(eap::batch_work_bytes(w, n, 35, 23, 0, 30), budget);
+    EXPECT_GT(eap::batch_work_bytes(w, n + 1, 35, 23, 0, 30), budget);
     EXPECT_GE(n, last);
     last = n;
   }
@@ -516,6 +537,10 @@ TEST(MemoryBudget, MicroBatchSizeFitsTheBudgetAndGrowsWithIt) {
     EXPECT_EQ(eap::upstream_layers_per_pass(w, 35, 23, work), layers);
   }
   EXPECT_EQ(eap::batch_work_bytes(w, 1, 35, 23, w.n_layers), one);
+  // Micro-batches of a share hold the share's prefix keys and values (12 positions, per query head)
+  // and both runs' last-position logits for all of its prompts, not only their own.
+  const double extra = 27.0 * 12 * w.n_layers * (2.0 * w.n_heads * w.d_head) * 4 + 2.0 * 27 * w.vocab * 4;
+  EXPECT_DOUBLE_EQ(eap::batch_work_bytes(w, 3, 35, 23, 0, 30), eap::batch_work_bytes(w, 3, 35, 23) + extra);
 }
 
 namespace {
@@ -619,9 +644,10 @@ TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
   const double share = runner::rank_budget_bytes(s, 1, 4.0 * params);
   if (share < 2 * cap2) GTEST_SKIP() << "this node's memory (" << share << " bytes per rank) is below the cap";
   const runner::MemoryPlan one = runner::plan_memory(c, params, 4.0 * params, s, 30, 35, 23, 1, 1);
-  EXPECT_EQ(one.budget, cap1);
+  // The cap a sweep applies counts the share's prefix and logits in each micro-batch's work.
+  EXPECT_EQ(one.budget, runner::auto_work_cap_bytes(w, 35, 23, 1, 30));
   EXPECT_EQ(one.micro, per_thread);
-  EXPECT_LE(one.work, cap1);
+  EXPECT_LE(one.work, one.budget);
   // The rank's work is a fraction of the weights its node's ranks share: 2 ranks hold < 1.3x one's.
   EXPECT_LT((4.0 * params + 2 * one.work) / (4.0 * params + one.work), 1.3);
   const runner::MemoryPlan two = runner::plan_memory(c, params, 4.0 * params, s, 30, 35, 23, 1, 2);
