@@ -192,7 +192,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   // rounded once (see `gradients` below). Tolerance and top edges against float32: docs/eap.md,
   // tests/eap/test_scale.cpp (Bf16Contraction).
   const auto ot = m.dtype == at::kBFloat16 ? at::kBFloat16 : ct;
-  const int64_t U = g.n_upstream(), L = c.n_layers, per_layer = H + 1, in_row = g.input_up();
+  const int64_t U = g.n_upstream(), L = c.n_layers, in_row = g.input_up();
   const bool layer_norm = c.family == model::Family::GptNeo;
   at::Tensor S = at::zeros({U, g.n_downstream()}, at::TensorOptions().dtype(ct).device(m.device));
 
@@ -271,7 +271,8 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   // its rows feed. The input node's row follows the first pass's layer rows.
   const int64_t chunk = options.upstream_layers > 0 ? std::min<int64_t>(options.upstream_layers, L) : L;
   for (int64_t l0 = 0; l0 < L; l0 += chunk) {
-    const int64_t l1 = std::min(L, l0 + chunk), r0 = l0 * per_layer, n_rows = (l1 - l0) * per_layer;
+    // The pass's rows: the graph's rows of layers [l0, l1), from r0 on (each layer's heads, then its MLP).
+    const int64_t l1 = std::min(L, l0 + chunk), r0 = g.head_up(int(l0), 0), n_rows = g.mlp_up(int(l1) - 1) + 1 - r0;
     const bool with_input = in_row >= 0 && l0 == 0;
     at::Tensor A = reuse(ws.differences, {n_rows + (with_input ? 1 : 0), N, d}, at::TensorOptions().dtype(ot).device(m.device));
     for (int64_t l = l0; l < l1; ++l) {
@@ -283,10 +284,10 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
       // than the products.
       const at::Tensor w_o = m.weights.layers[l].w_o.to(ot);  // [d, H*dh]
       for (int64_t h = 0; h < H; ++h) {
-        at::Tensor row = A.select(0, (l - l0) * per_layer + h);
+        at::Tensor row = A.select(0, g.head_up(int(l), int(h)) - r0);
         at::mm_out(row, z_diff.select(0, h), w_o.narrow(1, h * dh, dh).t());
       }
-      A.select(0, (l - l0) * per_layer + H).copy_((rc.mlp_out.detach() - rr.mlp_out.detach()).reshape({N, d}));
+      A.select(0, g.mlp_up(int(l)) - r0).copy_((rc.mlp_out.detach() - rr.mlp_out.detach()).reshape({N, d}));
     }
     if (with_input) A.select(0, n_rows).copy_((clean.embed.detach() - corrupt.embed.detach()).reshape({N, d}));
     const at::Tensor A2 = A.view({A.size(0), N * d});
@@ -295,8 +296,8 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     // One pass over the pass's differences per downstream layer: every column of the layer at once.
     for (int b = static_cast<int>(l0); b < L; ++b) {
       // The pass's rows that feed layer b's heads (earlier layers) and its MLP (and b's own heads).
-      const int64_t rows_q = std::clamp<int64_t>(int64_t(b) * per_layer - r0, 0, n_rows);
-      const int64_t rows_m = std::clamp<int64_t>(int64_t(b) * per_layer + H - r0, 0, n_rows);
+      const int64_t rows_q = std::clamp<int64_t>(g.head_up(b, 0) - r0, 0, n_rows);
+      const int64_t rows_m = std::clamp<int64_t>(g.mlp_up(b) - r0, 0, n_rows);
       const at::Tensor G = gradients(b, rows_q > 0 || with_input);
       const int64_t K = G.size(0);
       if (rows_m > 0) {
