@@ -14,12 +14,10 @@ double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, 
                c = s.compute_bytes;
   const double B = double(prompts), P = double(positions), S = double(std::min(suffix, positions));
   const double rows = B * S;  // suffix positions of every prompt: what both runs compute
-  // Per suffix row and layer. The clean run keeps its record (residual streams, z, q/k/v per
+  // Per suffix row and layer, the clean run keeps its record (residual streams, z, q/k/v per
   // query head, the MLP's input and output) and what autograd saves for the backward pass
-  // (rotated q and k, the norms' float32 inputs, the MLP's three hidden tensors); the corrupt run
-  // keeps its record only.
+  // (rotated q and k, the norms' float32 inputs, the MLP's three hidden tensors).
   const double clean = (8.0 * H * dh + 6.0 * d + 3.0 * f) * a + 4.0 * d * 4.0;
-  const double corrupt = (4.0 * H * dh + 4.0 * d) * a;
   // Attention probabilities of one layer at a time over every key (both runs alive in autograd
   // for the clean one: kept per layer), float32 scores and their softmax.
   const double attention = 2.0 * H * P * 4.0;
@@ -27,13 +25,19 @@ double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, 
   const double held = upstream_layers > 0 ? std::min<double>(double(upstream_layers), L) : L;
   const double differences = held * (H + 1.0) * d * c + 2.0 * d * c;
   const double gradients = (3.0 * H + 1.0) * d * c + 3.0 * H * dh * c + 4.0 * d * c;
-  // The share's common prefix: its keys and values per query head (no gradients; the rest of its
-  // record is dropped layer by layer), kept for every micro-batch's attention.
-  const double Bs = double(std::max(share, prompts));
+  // What the micro-batches of a share hold for the whole share:
+  const double Bs = double(std::max(share, prompts)), share_rows = Bs * S;
+  // - the common prefix's keys and values per query head (no gradients; the rest of its record is
+  //   dropped layer by layer), which every micro-batch's attention reads;
   const double prefix = Bs * (P - S) * L * (2.0 * H * dh) * a;
-  // The last position's full logits of both runs for the whole share, float32.
+  // - the corrupt run, once for the share without gradients: its record keeps each layer's z and
+  //   MLP output and the embedding; while it runs (before the micro-batches), one layer's MLP
+  //   hidden tensors and attention scores for all of the share's rows;
+  const double corrupt = share_rows * (L * (H * dh + d) + d) * a;
+  const double corrupt_pass = share_rows * (3.0 * f + 4.0 * d) * a + Bs * 2.0 * H * S * P * 4.0;
+  // - the last position's full logits of both runs, float32.
   const double logits = 2.0 * Bs * s.vocab * 4.0;
-  return rows * (L * (clean + corrupt + attention) + differences + gradients) + prefix + logits;
+  return std::max(rows * L * (clean + attention), corrupt_pass) + rows * (differences + gradients) + corrupt + prefix + logits;
 }
 
 int64_t micro_batch_prompts(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, double budget_bytes,

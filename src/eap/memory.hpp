@@ -15,11 +15,11 @@ struct WorkShape {
 };
 
 // Estimated peak bytes of score_batch's work on a micro-batch of `prompts` prompts of `positions`
-// tokens, the last `suffix` of which differ between clean and corrupt, weights excluded: both runs'
-// activation records and the clean run's autograd graph, the upstream differences
-// [L*(H+1), prompts*suffix, d], one layer's gradients [3H+1, prompts*suffix, d] and its
-// temporaries; and what the micro-batches of a share of `share` prompts (0: `prompts`, one call)
-// hold for the whole share: the common prefix's keys and values (run once, without gradients) and
+// tokens, the last `suffix` of which differ between clean and corrupt, weights excluded: the clean
+// run's activation record and autograd graph, the upstream differences [L*(H+1), prompts*suffix, d],
+// one layer's gradients [3H+1, prompts*suffix, d] and its temporaries; and what the micro-batches of
+// a share of `share` prompts (0: `prompts`, one call) hold for the whole share: the common prefix's
+// keys and values and the corrupt run's z and MLP outputs (each run once, without gradients), and
 // the last position's full logits of both runs (found once).
 // upstream_layers > 0: the differences of that many upstream layers at a time (streamed; 0: all).
 double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, int64_t upstream_layers = 0,

@@ -48,7 +48,10 @@ BatchScores score_in_micro_batches(const model::Model& m, const Graph& g, const 
       w.clean_last.clear();
       w.corrupt_last.clear();
       w.prefix = {};
-      w.prefix_start = w.prefix_row = 0;
+      w.prefix_start = w.part_row = 0;
+      w.corrupt_shared = false;
+      w.corrupt = {};
+      w.corrupt_ld.clear();
     }
   } undefer{*ws};
   const int64_t start = options.method == Method::Exact ? 0 : first_difference(in);
@@ -61,13 +64,23 @@ BatchScores score_in_micro_batches(const model::Model& m, const Graph& g, const 
     ws->prefix_start = start;
     if (options.profile) options.profile->prefix += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
+  if (options.method == Method::Eap) {
+    // The corrupt run needs no gradients: once for the whole batch, the parts take their rows
+    // (eap/workspace.hpp; eap::batch_work_bytes counts its record for the whole batch).
+    const auto t0 = std::chrono::steady_clock::now();
+    const at::Tensor hidden = corrupt_run(m, in, options, start, start > 0 ? &ws->prefix : nullptr, ws->corrupt, ws->corrupt_ld);
+    ws->corrupt_last.push_back(hidden.select(1, hidden.size(1) - 1).clone());  // [B,d]
+    ws->corrupt_shared = true;
+    if (options.profile)
+      options.profile->corrupt_forward += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
   at::Tensor total;  // the weighted sum of the parts' matrices, where score_batch leaves them
   BatchScores out;
   for (int k = 0; k < parts; ++k) {
     const int lo = static_cast<int>(int64_t(B) * k / parts), hi = static_cast<int>(int64_t(B) * (k + 1) / parts);
     ScoreOptions o = options;
     o.workspace = ws;
-    ws->prefix_row = lo;
+    ws->part_row = lo;
     o.weight = options.weight * double(hi - lo) / B;
     o.sum_scores = [&total, &m](void* data, size_t n, bool is_double, bool on_cuda) {
       const at::TensorOptions t =

@@ -91,4 +91,18 @@ PlainRuns plain_runs(const model::Model& m, const BatchInput& in, MetricPairing 
   return r;
 }
 
+at::Tensor corrupt_run(const model::Model& m, const BatchInput& in, const ScoreOptions& options, int64_t start,
+                       const model::ActivationRecord* prefix, model::ActivationRecord& record, std::vector<double>& ld) {
+  at::NoGradGuard no_grad;
+  const int64_t B = in.n_prompts, P = in.n_positions;
+  record = model::ActivationRecord{};
+  record.upstream_only = true;  // what the upstream differences read
+  const at::Tensor hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &record, start, prefix);
+  const at::Tensor clean_tok = as_tensor(in.clean_answer, B, 1).view({-1}).to(m.device);
+  const at::Tensor corrupt_tok = as_tensor(in.corrupt_answer, B, 1).view({-1}).to(m.device);
+  ld = to_vector(logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast).recorded);
+  check_finite(m, ld, "corrupt logit difference");
+  return hidden;
+}
+
 }  // namespace teap::eap

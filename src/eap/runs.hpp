@@ -34,6 +34,12 @@ int64_t first_difference(const BatchInput& in);
 // A NaN or Inf from an overflowing activation would otherwise be stored as a done unit and ranked.
 void check_finite(const model::Model& m, const std::vector<double>& v, const char* what);
 
+// The corrupt run of method eap: positions [start, P) without gradients, `record` keeping only
+// what the upstream differences read (model::ActivationRecord::upstream_only); `ld` its recorded
+// logit differences (checked finite). Returns the final hidden state [B, P-start, d].
+at::Tensor corrupt_run(const model::Model& m, const BatchInput& in, const ScoreOptions& options, int64_t start,
+                       const model::ActivationRecord* prefix, model::ActivationRecord& record, std::vector<double>& ld);
+
 // The clean and corrupt runs of a batch without gradients, recorded over positions [start, P)
 // (the common prefix run once into `prefix`), with what a BatchScores records of them: LDs, top
 // tokens, clean accuracy.

@@ -129,7 +129,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   const at::Tensor clean_ids = as_tensor(in.clean_ids, B, P);
   model::ActivationRecord prefix;
   if (shared_prefix) {
-    prefix = prefix_rows(ws.prefix, ws.prefix_row, B);
+    prefix = prefix_rows(ws.prefix, ws.part_row, B);
   } else if (start > 0) {
     at::NoGradGuard no_grad;
     prefix.keys_values_only = true;
@@ -170,11 +170,11 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
       clock.lap(&ScoreProfile::accuracy);
     }
 
-    {
-      at::NoGradGuard no_grad;
-      const at::Tensor hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &corrupt, start, before);
-      out.corrupt_ld = to_vector(logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast).recorded);
-      check_finite(m, out.corrupt_ld, "corrupt logit difference");
+    if (ws.corrupt_shared) {  // the whole batch's corrupt run, these prompts' rows (eap/workspace.hpp)
+      corrupt = corrupt_rows(ws.corrupt, ws.part_row, B);
+      out.corrupt_ld.assign(ws.corrupt_ld.begin() + ws.part_row, ws.corrupt_ld.begin() + ws.part_row + B);
+    } else {
+      const at::Tensor hidden = corrupt_run(m, in, options, start, before, corrupt, out.corrupt_ld);
       // The corrupt run's top answer: a prompt "flips" when it differs from the clean one.
       if (ws.defer_tops) ws.corrupt_last.push_back(hidden.select(1, Ps - 1).clone());
       else out.corrupt_top = to_ids(model::full_logits(m, hidden.narrow(1, Ps - 1, 1)).squeeze(1).argmax(-1));
@@ -233,11 +233,13 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
         const at::Tensor mu = layer_norm ? x.mean(-1, true) : at::zeros({N, 1}, x.options());
         const at::Tensor rstd = at::rsqrt((x - mu).pow(2).mean(-1, true) + c.norm_eps);  // [N,1]
         const at::Tensor xhat = ((x - mu) * rstd).to(gt);                                // [N,d]
-        const at::Tensor norm_w = w.ln1_w.to(ct);
+        // W * w in the operand type: a bfloat16 product is computed in float32 and rounded once, as a
+        // float32 product rounded afterwards would be, without converting the weights both ways.
+        const at::Tensor norm_w = w.ln1_w.to(gt);
         const int64_t group = H / c.n_kv_heads;
         auto heads = [&](int slot, const at::Tensor& proj, const at::Tensor& weight, int64_t repeat) {
           const int64_t n_w = H / repeat;                              // weight heads (key/value heads for k, v)
-          const at::Tensor wh = (weight.to(ct).view({n_w, dh, d}) * norm_w).to(gt);  // [n_w, dh, d]
+          const at::Tensor wh = weight.to(gt).view({n_w, dh, d}) * norm_w;  // [n_w, dh, d]
           const at::Tensor dp =
               (grad_or_zeros(proj).detach().to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh}) * rstd.unsqueeze(0)).to(gt);
           at::Tensor gw = Gall.narrow(0, slot * H, H);
@@ -246,9 +248,14 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
           at::Tensor gw_groups = gw.view({n_w, repeat * N, d});
           const at::Tensor dp_groups = dp.reshape({n_w, repeat * N, dh});  // dp may keep z's permuted strides
           at::bmm_out(gw_groups, dp_groups, wh);                            // [H,N,d]
-          // m2[h,n] = mean_d gw[h,n,d] * xhat[n,d]: a batched product over positions.
-          const at::Tensor m2 = at::bmm(gw.transpose(0, 1), xhat.unsqueeze(2)).squeeze(2).t() / d;  // [H,N]
-          gw.addcmul_(m2.unsqueeze(2), xhat.unsqueeze(0), -1.0);
+          // m2[h,n] = mean_d gw[h,n,d] * xhat[n,d], head by head: the [N,d] product stays in cache
+          // (a product batched over positions runs as N matrix-vector products, slowly in bfloat16).
+          at::Tensor m2 = at::empty({H, N, 1}, gw.options());
+          for (int64_t h = 0; h < H; ++h) {
+            at::Tensor m2_h = m2.select(0, h);
+            at::sum_out(m2_h, gw.select(0, h) * xhat, {-1}, /*keepdim=*/true);
+          }
+          gw.addcmul_(m2, xhat.unsqueeze(0), -1.0 / double(d));
           // mean_d gw = dp . mean_d(wh): [H,N,1]
           if (layer_norm) gw.sub_(at::bmm(dp_groups, wh.mean(-1, true)).view({H, N, 1}));
         };
@@ -298,12 +305,21 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
       // The pass's rows that feed layer b's heads (earlier layers) and its MLP (and b's own heads).
       const int64_t rows_q = std::clamp<int64_t>(g.head_up(b, 0) - r0, 0, n_rows);
       const int64_t rows_m = std::clamp<int64_t>(g.mlp_up(b) - r0, 0, n_rows);
+      clock.lap(&ScoreProfile::contraction);
       const at::Tensor G = gradients(b, rows_q > 0 || with_input);
+      clock.lap(&ScoreProfile::gradients);
       const int64_t K = G.size(0);
-      if (rows_m > 0) {
-        const at::Tensor term = long_product(A2.narrow(0, 0, rows_m), G);  // [rows_m, K]
-        S.narrow(0, r0, rows_m).select(1, g.mlp_down(b)).copy_(term.select(1, K - 1));
-        if (K > 1 && rows_q > 0) S.narrow(0, r0, rows_q).narrow(1, g.q_down(b, 0), 3 * H).copy_(term.narrow(0, 0, rows_q).narrow(1, 0, 3 * H));
+      // Rows from the earlier layers feed every column; layer b's own heads feed its MLP only, so
+      // their rows take the MLP column alone (a full product would spend 3H columns on them).
+      const int64_t rows_all = K > 1 ? rows_q : 0;
+      if (rows_all > 0) {
+        const at::Tensor term = long_product(A2.narrow(0, 0, rows_all), G);  // [rows_all, K]
+        S.narrow(0, r0, rows_all).narrow(1, g.q_down(b, 0), 3 * H).copy_(term.narrow(1, 0, 3 * H));
+        S.narrow(0, r0, rows_all).select(1, g.mlp_down(b)).copy_(term.select(1, K - 1));
+      }
+      if (rows_m > rows_all) {
+        const at::Tensor term = long_product(A2.narrow(0, rows_all, rows_m - rows_all), G.narrow(0, K - 1, 1));  // [., 1]
+        S.narrow(0, r0 + rows_all, rows_m - rows_all).select(1, g.mlp_down(b)).copy_(term.select(1, 0));
       }
       if (with_input) {
         // A one-row product (not at::mv): bfloat16 matrix-vector products have no fast CPU kernel.

@@ -28,7 +28,9 @@ struct BatchInput {
 // Seconds spent in each phase of score_batch (for the benchmark).
 struct ScoreProfile {
   double prefix = 0;  // the clean prompts' positions before the first corrupted one (run once)
-  double clean_forward = 0, backward = 0, accuracy = 0, corrupt_forward = 0, differences = 0, contraction = 0;
+  double clean_forward = 0, backward = 0, accuracy = 0, corrupt_forward = 0, differences = 0;
+  double gradients = 0;    // building each downstream layer's gradients (the norm's VJP per head)
+  double contraction = 0;  // the products of differences and gradients
   double interpolated_forward = 0;  // eap-ig-inputs: the forward passes of steps 1..m-1
 };
 

@@ -26,11 +26,31 @@ struct ScoreWorkspace {
   std::vector<at::Tensor> clean_last, corrupt_last;
   // Set by score_in_micro_batches when its batch's prompts agree before prefix_start > 0: the
   // common prefix of the whole batch, run once (a micro-batch's own would be a GEMM of a few rows
-  // per weight matrix); the call for the batch's prompts [prefix_row, prefix_row + B) attends to
+  // per weight matrix); the call for the batch's prompts [part_row, part_row + B) attends to
   // those rows of its keys and values.
   model::ActivationRecord prefix;
-  int64_t prefix_start = 0, prefix_row = 0;
+  int64_t prefix_start = 0, part_row = 0;
+  // Set by score_in_micro_batches (method eap): the corrupt run of the whole batch, run once
+  // without gradients, keeping only what the upstream differences read (z, MLP outputs, the
+  // embedding) and its logit differences; a part's call takes its rows instead of running its
+  // own. Why: the corrupt run needs no autograd graph, so its memory is the kept record alone,
+  // and a whole batch's products run at full speed where a micro-batch's do not.
+  bool corrupt_shared = false;
+  model::ActivationRecord corrupt;
+  std::vector<double> corrupt_ld;
 };
+
+// Prompts [row, row + n) of a whole batch's corrupt record (upstream_only).
+inline model::ActivationRecord corrupt_rows(const model::ActivationRecord& corrupt, int64_t row, int64_t n) {
+  model::ActivationRecord r;
+  r.embed = corrupt.embed.narrow(0, row, n);
+  r.layers.resize(corrupt.layers.size());
+  for (size_t l = 0; l < corrupt.layers.size(); ++l) {
+    r.layers[l].z = corrupt.layers[l].z.narrow(0, row, n);
+    r.layers[l].mlp_out = corrupt.layers[l].mlp_out.narrow(0, row, n);
+  }
+  return r;
+}
 
 // The keys and values of prompts [row, row + n) of a prefix record: all a run that starts after
 // the prefix reads of it.

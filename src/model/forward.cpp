@@ -81,6 +81,11 @@ at::Tensor forward_embedded(const Model& m, const at::Tensor& embedding, Activat
       kept.k = record->layers[l].k;
       kept.v = record->layers[l].v;
       record->layers[l] = std::move(kept);
+    } else if (record && record->upstream_only) {
+      LayerRecord kept;
+      kept.z = record->layers[l].z;
+      kept.mlp_out = record->layers[l].mlp_out;
+      record->layers[l] = std::move(kept);
     }
   }
   if (grads && x.requires_grad()) x.retain_grad();

@@ -86,6 +86,9 @@ struct ActivationRecord {
   // Keep only each layer's k and v (the rest dropped as each layer ends): a common prefix's
   // record, of which a later run reads nothing else.
   bool keys_values_only = false;
+  // Keep only each layer's z and MLP output, and the embedding: a corrupt run's record, of which
+  // the upstream differences read nothing else.
+  bool upstream_only = false;
   at::Tensor embed;            // [B,P,d_model] token (+ position) embedding entering layer 0
   std::vector<LayerRecord> layers;
   at::Tensor resid_final;      // (grad) [B,P,d_model] residual stream before the final norm

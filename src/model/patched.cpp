@@ -18,10 +18,6 @@
 namespace teap::model {
 namespace {
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
-}
-
 // Per-query-head rows of a projection's weight [heads*dh, d] -> [H, dh, d] (and bias -> [H, dh]).
 at::Tensor per_query_head(const at::Tensor& t, int64_t dh, int64_t group) {
   at::Tensor r = t.view({-1, dh, t.dim() == 2 ? t.size(1) : 1});
@@ -75,11 +71,11 @@ struct Pass {
   const Model& m;
   c10::ScalarType ct;
   BlockSpec spec;
-  int64_t L, H, dh, d, group, U, D, C, B, Ps, N, Nd, heads_per_block;
-  at::Tensor A;        // [C, U, D] the masks, upstream rows in internal order (input first)
-  at::Tensor corrupt;  // [U, N*d] the corrupt run's outputs, rule order
-  at::Tensor diff;     // [C, U, N*d] a_u_corrupt - a_u_this, internal order
-  std::vector<char> patched;  // [C * D] whether circuit c's destination v reads any corrupt output
+  int64_t L = 0, H = 0, dh = 0, d = 0, group = 0, U = 0, D = 0, C = 0, B = 0, Ps = 0, N = 0, Nd = 0, heads_per_block = 0;
+  at::Tensor A{};        // [C, U, D] the masks, upstream rows in internal order (input first)
+  at::Tensor corrupt{};  // [U, N*d] the corrupt run's outputs, rule order
+  at::Tensor diff{};     // [C, U, N*d] a_u_corrupt - a_u_this, internal order
+  std::vector<char> patched{};  // [C * D] whether circuit c's destination v reads any corrupt output
 
   bool patches(int64_t c, int64_t v) const { return patched[size_t(c * D + v)] != 0; }
   bool any_patches(int64_t from, int64_t count) const {
