@@ -139,17 +139,13 @@ void gradient_runs(const model::Model& m, const BatchInput& in, const ScoreOptio
       sum.add(rec);
       lap(&ScoreProfile::backward);
     }
-    if (!ld_out) return at::Tensor();
-    at::NoGradGuard no_grad;
-    return model::full_logits(m, hidden.detach().narrow(1, Ps - 1, 1)).squeeze(1).argmax(-1);  // [B]
+    return ld_out ? top_tokens(m, hidden.select(1, Ps - 1)) : at::Tensor();  // [B]
   };
 
   const at::Tensor clean_ids = as_tensor(in.clean_ids, B, P), corrupt_ids = as_tensor(in.corrupt_ids, B, P);
   const at::Tensor top = run(clean, &clean_ids, nullptr, !ig, "clean logit difference", &out.clean_ld,
                              &ScoreProfile::clean_forward);
-  const at::Tensor expected = in.expected.empty() ? clean_tok : as_tensor(in.expected, B, 1).view({-1}).to(m.device);
-  out.clean_correct = static_cast<int>((top == expected).sum().item<int64_t>());
-  out.clean_top = to_ids(top);
+  record_clean_top(in, top, out);
   lap(&ScoreProfile::accuracy);
   // eap-ig-inputs' step k = 0 is the corrupt run itself (e_corr + 0 (e_clean - e_corr)).
   out.corrupt_top = to_ids(run(corrupt, &corrupt_ids, nullptr, true, "corrupt logit difference", &out.corrupt_ld,

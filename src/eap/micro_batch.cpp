@@ -103,13 +103,9 @@ BatchScores score_in_micro_batches(const model::Model& m, const Graph& g, const 
   }
   if (!ws->clean_last.empty()) {  // the methods that deferred them: every part's top tokens at once
     at::NoGradGuard no_grad;
-    const at::Tensor last = at::cat({at::cat(ws->clean_last), at::cat(ws->corrupt_last)});  // [2B,d]
-    const at::Tensor top = model::full_logits(m, last).argmax(-1);                         // [2B]
-    const at::Tensor clean_top = top.narrow(0, 0, B), corrupt_top = top.narrow(0, B, B);
-    const at::Tensor expected = as_tensor(in.expected.empty() ? in.clean_answer : in.expected, B, 1).view({-1}).to(top.device());
-    out.clean_correct = static_cast<int>((clean_top == expected).sum().item<int64_t>());
-    out.clean_top = to_ids(clean_top);
-    out.corrupt_top = to_ids(corrupt_top);
+    const at::Tensor top = top_tokens(m, at::cat({at::cat(ws->clean_last), at::cat(ws->corrupt_last)}));  // [2B]
+    record_clean_top(in, top.narrow(0, 0, B), out);
+    out.corrupt_top = to_ids(top.narrow(0, B, B));
   }
   if (options.sum_scores) options.sum_scores(total.data_ptr(), static_cast<size_t>(total.numel()), total.scalar_type() == at::kDouble, total.is_cuda());
   const at::Tensor f = total.to(at::kCPU, at::kFloat).contiguous();

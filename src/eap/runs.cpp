@@ -62,6 +62,18 @@ void check_finite(const model::Model& m, const std::vector<double>& v, const cha
                                std::to_string(i) + ": the model's logits overflow or are NaN");
 }
 
+at::Tensor top_tokens(const model::Model& m, const at::Tensor& last) {
+  at::NoGradGuard no_grad;
+  return model::full_logits(m, last.detach()).argmax(-1);
+}
+
+void record_clean_top(const BatchInput& in, const at::Tensor& top, BatchScores& out) {
+  const int64_t B = top.size(0);
+  const at::Tensor expected = as_tensor(in.expected.empty() ? in.clean_answer : in.expected, B, 1).view({-1}).to(top.device());
+  out.clean_correct = static_cast<int>((top == expected).sum().item<int64_t>());
+  out.clean_top = to_ids(top);
+}
+
 PlainRuns plain_runs(const model::Model& m, const BatchInput& in, MetricPairing pairing, const MetricPairs& broadcast,
                      BatchScores& out) {
   at::NoGradGuard no_grad;
@@ -79,15 +91,12 @@ PlainRuns plain_runs(const model::Model& m, const BatchInput& in, MetricPairing 
   r.clean_ld = logit_diff(m, clean_hidden, r.clean_tok, r.corrupt_tok, pairing, broadcast);
   out.clean_ld = to_vector(r.clean_ld.recorded);
   check_finite(m, out.clean_ld, "clean logit difference");
-  const at::Tensor top = model::full_logits(m, clean_hidden.narrow(1, Ps - 1, 1)).squeeze(1).argmax(-1);
-  const at::Tensor expected = in.expected.empty() ? r.clean_tok : as_tensor(in.expected, B, 1).view({-1}).to(m.device);
-  out.clean_correct = static_cast<int>((top == expected).sum().item<int64_t>());
-  out.clean_top = to_ids(top);
+  record_clean_top(in, top_tokens(m, clean_hidden.select(1, Ps - 1)), out);
   const at::Tensor corrupt_hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &r.corrupt, r.start, r.before());
   r.corrupt_ld = logit_diff(m, corrupt_hidden, r.clean_tok, r.corrupt_tok, pairing, broadcast);
   out.corrupt_ld = to_vector(r.corrupt_ld.recorded);
   check_finite(m, out.corrupt_ld, "corrupt logit difference");
-  out.corrupt_top = to_ids(model::full_logits(m, corrupt_hidden.narrow(1, Ps - 1, 1)).squeeze(1).argmax(-1));
+  out.corrupt_top = to_ids(top_tokens(m, corrupt_hidden.select(1, Ps - 1)));
   return r;
 }
 

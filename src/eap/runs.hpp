@@ -31,6 +31,14 @@ LogitDiffs logit_diff(const model::Model& m, const at::Tensor& hidden, const at:
 // last position is always computed: the metric reads it). Before it the two runs are equal.
 int64_t first_difference(const BatchInput& in);
 
+// Each prompt's top token from its last position's final-normed hidden state `last` [B, d]: one
+// product with the unembedding. [B] ids on the model's device.
+at::Tensor top_tokens(const model::Model& m, const at::Tensor& last);
+
+// out.clean_top and out.clean_correct (the prompts whose top token is in.expected's, or else the
+// clean answer) from the clean run's top tokens [B].
+void record_clean_top(const BatchInput& in, const at::Tensor& top, BatchScores& out);
+
 // A NaN or Inf from an overflowing activation would otherwise be stored as a done unit and ranked.
 void check_finite(const model::Model& m, const std::vector<double>& v, const char* what);
 

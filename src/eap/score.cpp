@@ -160,12 +160,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
       if (ws.defer_tops) {
         ws.clean_last.push_back(hidden.detach().select(1, Ps - 1).clone());  // [B,d]
       } else {
-        const at::Tensor last = model::full_logits(m, hidden.detach().narrow(1, Ps - 1, 1)).squeeze(1);  // [B,V]
-        const at::Tensor expected =
-            in.expected.empty() ? clean_tok : as_tensor(in.expected, B, 1).view({-1}).to(m.device);
-        const at::Tensor top = last.argmax(-1);
-        out.clean_correct = static_cast<int>((top == expected).sum().item<int64_t>());
-        out.clean_top = to_ids(top);
+        record_clean_top(in, top_tokens(m, hidden.select(1, Ps - 1)), out);
       }
       clock.lap(&ScoreProfile::accuracy);
     }
@@ -177,7 +172,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
       const at::Tensor hidden = corrupt_run(m, in, options, start, before, corrupt, out.corrupt_ld);
       // The corrupt run's top answer: a prompt "flips" when it differs from the clean one.
       if (ws.defer_tops) ws.corrupt_last.push_back(hidden.select(1, Ps - 1).clone());
-      else out.corrupt_top = to_ids(model::full_logits(m, hidden.narrow(1, Ps - 1, 1)).squeeze(1).argmax(-1));
+      else out.corrupt_top = to_ids(top_tokens(m, hidden.select(1, Ps - 1)));
     }
     clock.lap(&ScoreProfile::corrupt_forward);
   }
