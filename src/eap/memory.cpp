@@ -18,9 +18,11 @@ double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, 
   // query head, the MLP's input and output) and what autograd saves for the backward pass
   // (rotated q and k, the norms' float32 inputs, the MLP's three hidden tensors).
   const double clean = (8.0 * H * dh + 6.0 * d + 3.0 * f) * a + 4.0 * d * 4.0;
-  // Attention probabilities of one layer at a time over every key (both runs alive in autograd
-  // for the clean one: kept per layer), float32 scores and their softmax.
+  // Attention probabilities over every key, float32 scores and their softmax, kept per layer by
+  // autograd.
   const double attention = 2.0 * H * P * 4.0;
+  // A gradient method's corrupt run: the same again, in every micro-batch.
+  const double runs = s.corrupt_with_gradients ? 2.0 : 1.0;
   // The upstream differences of every layer, and one layer's gradients with its temporaries.
   const double held = upstream_layers > 0 ? std::min<double>(double(upstream_layers), L) : L;
   const double differences = held * (H + 1.0) * d * c + 2.0 * d * c;
@@ -30,14 +32,17 @@ double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, 
   // - the common prefix's keys and values per query head (no gradients; the rest of its record is
   //   dropped layer by layer), which every micro-batch's attention reads;
   const double prefix = Bs * (P - S) * L * (2.0 * H * dh) * a;
-  // - the corrupt run, once for the share without gradients: its record keeps each layer's z and
-  //   MLP output and the embedding; while it runs (before the micro-batches), one layer's MLP
-  //   hidden tensors and attention scores for all of the share's rows;
-  const double corrupt = share_rows * (L * (H * dh + d) + d) * a;
-  const double corrupt_pass = share_rows * (3.0 * f + 4.0 * d) * a + Bs * 2.0 * H * S * P * 4.0;
+  // - the corrupt run (method eap), once for the share without gradients: its record keeps each
+  //   layer's z and MLP output and the embedding; while it runs (before the micro-batches), one
+  //   layer's temporaries for all of the share's rows: the MLP's three hidden tensors, the residual
+  //   stream, its norm and the attention's output, and the attention's float32 scores and softmax;
+  const double corrupt = s.corrupt_with_gradients ? 0.0 : share_rows * (L * (H * dh + d) + d) * a;
+  const double corrupt_pass =
+      s.corrupt_with_gradients ? 0.0 : share_rows * (3.0 * f + 4.0 * d) * a + Bs * 2.0 * H * S * P * 4.0;
   // - the last position's full logits of both runs, float32.
   const double logits = 2.0 * Bs * s.vocab * 4.0;
-  return std::max(rows * L * (clean + attention), corrupt_pass) + rows * (differences + gradients) + corrupt + prefix + logits;
+  return std::max(runs * rows * L * (clean + attention), corrupt_pass) + rows * (differences + gradients) + corrupt + prefix +
+         logits;
 }
 
 int64_t micro_batch_prompts(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, double budget_bytes,

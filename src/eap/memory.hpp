@@ -12,11 +12,15 @@ struct WorkShape {
   int n_layers = 0, n_heads = 0, n_kv_heads = 0, d_model = 0, d_head = 0, d_mlp = 0, vocab = 0;
   int activation_bytes = 4;  // the run's dtype: 4 (float32), 2 (bfloat16), 8 (float64)
   int compute_bytes = 4;     // differences and gradients: 4, or 8 for a float64 run
+  // eap-ig-inputs, clean-corrupted: the corrupt run (and the interpolated ones) take gradients, so
+  // each micro-batch runs its own with a full record instead of sharing the batch's plain one.
+  bool corrupt_with_gradients = false;
 };
 
 // Estimated peak bytes of score_batch's work on a micro-batch of `prompts` prompts of `positions`
 // tokens, the last `suffix` of which differ between clean and corrupt, weights excluded: the clean
-// run's activation record and autograd graph, the upstream differences [L*(H+1), prompts*suffix, d],
+// run's activation record and autograd graph (and a gradient method's corrupt run's: WorkShape::
+// corrupt_with_gradients), the upstream differences [L*(H+1), prompts*suffix, d],
 // one layer's gradients [3H+1, prompts*suffix, d] and its temporaries; and what the micro-batches of
 // a share of `share` prompts (0: `prompts`, one call) hold for the whole share: the common prefix's
 // keys and values and the corrupt run's z and MLP outputs (each run once, without gradients), and

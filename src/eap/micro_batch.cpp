@@ -29,7 +29,8 @@ BatchScores score_in_micro_batches(const model::Model& m, const Graph& g, const 
                                    int max_prompts) {
   const int B = in.n_prompts;
   if (max_prompts <= 0 || max_prompts >= B) return score_batch(m, g, in, options);
-  check_batch(m, in);  // before the shared prefix runs on it
+  check_batch(m, in);  // before the shared prefix and corrupt run use it
+  check_options(m, options);
   if (options.pairing == MetricPairing::BatchBroadcast)
     throw InputError("metric_pairing batch_broadcast averages over the whole batch's pairs, so a batch of " +
                      std::to_string(B) + " prompts cannot be split into micro-batches of " + std::to_string(max_prompts) +

@@ -124,7 +124,9 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   // there to a later position. So the common prefix runs once, without gradients, and both runs
   // compute only the positions from `start` on, attending to the prefix's keys and values.
   const bool shared_prefix = ws.prefix_start > 0;  // the whole batch's, run once (eap/workspace.hpp)
-  const int64_t start = shared_prefix ? ws.prefix_start : first_difference(in);
+  // A part of a batch whose corrupt run is shared starts where that run did (the whole batch's first
+  // difference), even when its own prompts agree for longer: the two records must cover the same positions.
+  const int64_t start = shared_prefix || ws.corrupt_shared ? ws.prefix_start : first_difference(in);
   const int64_t Ps = P - start, N = B * Ps;
   const at::Tensor clean_ids = as_tensor(in.clean_ids, B, P);
   model::ActivationRecord prefix;
@@ -220,10 +222,12 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
         // (no mean term for RMSNorm). Folding rstd into dproj and w into W makes gw one batched
         // product; the two mean terms are then subtracted in place. In a bfloat16 run the operands
         // (dproj * rstd, W * w, xhat: each computed in float32, rounded once) and gw are bfloat16: the
-        // products accumulate in float32 inside the GEMM, and each mean term (about 1/sqrt(d) of gw)
-        // and its subtraction round again, each by 2^-9 of |gw| at most, the size of the rounding the
-        // contraction's bfloat16 operand needs anyway; built so, the gradients cost half the memory
-        // traffic and twice the GEMM speed of float32 (error against float32: Bf16Contraction).
+        // products accumulate in float32 inside the GEMM; the mean term's products gw * xhat are
+        // rounded one by one before their float32 sum (relative 2^-9 each, unbiased), and the term
+        // (about 1/sqrt(d) of gw) and its subtraction round again, each by 2^-9 of |gw| at most, the
+        // size of the rounding the contraction's bfloat16 operand needs anyway; built so, the
+        // gradients cost half the memory traffic and twice the GEMM speed of float32 (error against
+        // float32: Bf16Contraction).
         const at::Tensor x = rc.resid_pre.detach().to(ct).reshape({N, d});
         const at::Tensor mu = layer_norm ? x.mean(-1, true) : at::zeros({N, 1}, x.options());
         const at::Tensor rstd = at::rsqrt((x - mu).pow(2).mean(-1, true) + c.norm_eps);  // [N,1]

@@ -89,7 +89,7 @@ at::Tensor forward_embedded(const Model& m, const at::Tensor& embedding, Activat
     }
   }
   if (grads && x.requires_grad()) x.retain_grad();
-  if (record) record->resid_final = x;
+  if (record && !record->keys_values_only && !record->upstream_only) record->resid_final = x;
   return apply_norm(m, m.config.n_layers, 0, x);
 }
 

@@ -39,6 +39,7 @@ eap::WorkShape shape_of(const model::ModelConfig& c, const job::Settings& s) {
   w.vocab = c.vocab_size;
   w.activation_bytes = s.dtype == "bfloat16" ? 2 : 4;
   w.compute_bytes = 4;
+  w.corrupt_with_gradients = s.method == "eap-ig-inputs" || s.method == "clean-corrupted";
   return w;
 }
 

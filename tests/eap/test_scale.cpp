@@ -489,6 +489,7 @@ TEST(MicroBatch, PrefixRecordKeepsKeysAndValuesOnly) {
                                 &kv.layers[l].mlp_in, &kv.layers[l].mlp_out})
       EXPECT_FALSE(t->defined()) << "layer " << l;
   }
+  EXPECT_FALSE(kv.resid_final.defined());
   EXPECT_TRUE(model::forward(m, b.clean, nullptr, 4, &kv).equal(model::forward(m, b.clean, nullptr, 4, &full)));
 }
 
@@ -511,6 +512,31 @@ TEST(MicroBatch, CorruptRecordKeepsWhatTheDifferencesRead) {
       for (const at::Tensor* t : {&kept.layers[l].q, &kept.layers[l].k, &kept.layers[l].v, &kept.layers[l].resid_pre,
                                   &kept.layers[l].resid_mid, &kept.layers[l].mlp_in})
         EXPECT_FALSE(t->defined()) << "layer " << l;
+    }
+    EXPECT_TRUE(full.resid_final.defined());
+    EXPECT_FALSE(kept.resid_final.defined());
+  }
+}
+
+// The parts of a batch share its corrupt run, which starts at the batch's first difference: a part
+// whose own prompts agree for longer (here prompt 1, differing only at the last position, while
+// prompt 0 differs at position 0) still scores over the batch's positions.
+TEST(MicroBatch, PartsAgreeingLongerThanTheBatchStartWhereItDoes) {
+  for (Family f : {Family::GptNeo, Family::Llama}) {
+    const model::Model m = eap_test::make_model(f);
+    eap::GraphOptions go;
+    go.input_node = go.logits_node = true;
+    const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads, go);
+    eap::BatchInput in = eap_test::make_batch(3, 8, 23).in;
+    const int64_t P = in.n_positions, V = m.config.vocab_size;
+    in.corrupt_ids = in.clean_ids;
+    in.corrupt_ids[0] = (in.clean_ids[0] + 1) % V;                          // prompt 0, position 0
+    in.corrupt_ids[2 * P - 1] = (in.clean_ids[2 * P - 1] + 1) % V;          // prompt 1, the last position
+    in.corrupt_ids[2 * P + P / 2] = (in.clean_ids[2 * P + P / 2] + 1) % V;  // prompt 2, the middle
+    const eap::BatchScores whole = eap::score_batch(m, g, in);
+    for (int micro : {1, 2}) {
+      SCOPED_TRACE("family " + model::family_name(f) + ", micro-batches of " + std::to_string(micro));
+      expect_same_batch(whole, eap::score_in_micro_batches(m, g, in, {}, micro), 1e-12);
     }
   }
 }
@@ -568,6 +594,13 @@ TEST(MemoryBudget, MicroBatchSizeFitsTheBudgetAndGrowsWithIt) {
   const double extra = 27.0 * 12 * w.n_layers * (2.0 * w.n_heads * w.d_head) * 4 +
                        27.0 * 23 * (w.n_layers * (w.n_heads * w.d_head + w.d_model) + w.d_model) * 4 + 2.0 * 27 * w.vocab * 4;
   EXPECT_DOUBLE_EQ(eap::batch_work_bytes(w, 3, 35, 23, 0, 30), eap::batch_work_bytes(w, 3, 35, 23) + extra);
+  // A gradient method runs its corrupt pass with gradients in every micro-batch (a second clean-sized
+  // record and graph), not once for the share.
+  eap::WorkShape wg = w;
+  wg.corrupt_with_gradients = true;
+  EXPECT_GT(eap::batch_work_bytes(wg, 3, 35, 23, 0, 30), eap::batch_work_bytes(w, 3, 35, 23, 0, 30));
+  EXPECT_GT(eap::batch_work_bytes(wg, 6, 35, 23, 0, 30) - eap::batch_work_bytes(wg, 3, 35, 23, 0, 30),
+            eap::batch_work_bytes(w, 6, 35, 23, 0, 30) - eap::batch_work_bytes(w, 3, 35, 23, 0, 30));
 }
 
 namespace {
