@@ -33,6 +33,28 @@ void accumulate(at::Tensor& sum, const at::Tensor& x) {
 
 }  // namespace
 
+at::Tensor head_mean_term(const model::Model& m, int b, int slot, const at::Tensor& value, const at::Tensor& dp) {
+  const auto& c = m.config;
+  const auto& w = m.weights.layers[b];
+  const auto ct = dp.scalar_type();
+  const int64_t H = c.n_heads, dh = c.d_head, N = dp.size(1), repeat = slot == 0 ? 1 : H / c.n_kv_heads;
+  const at::Tensor& weight = slot == 0 ? w.w_q : slot == 1 ? w.w_k : w.w_v;
+  const at::Tensor& bias = slot == 0 ? w.b_q : slot == 1 ? w.b_k : w.b_v;
+  // W[h] (w * xhat) = the projection less its bias and less W[h] b_norm (LayerNorm's bias).
+  at::Tensor offset;  // [weight heads, dh]
+  if (bias.defined()) offset = bias.to(ct).view({-1, dh});
+  if (c.family == model::Family::GptNeo && w.ln1_b.defined()) {
+    const at::Tensor wb = at::mv(weight.to(ct), w.ln1_b.to(ct)).view({-1, dh});
+    offset = offset.defined() ? offset + wb : wb;
+  }
+  at::Tensor centred = per_head(value, ct, H, N, dh);
+  if (offset.defined()) {
+    if (repeat > 1) offset = offset.repeat_interleave(repeat, 0);
+    centred = centred - offset.unsqueeze(1);
+  }
+  return (dp * centred).sum(-1) / double(c.d_model);
+}
+
 GradientSum::GradientSum(const model::Model& m, const Graph& g, int64_t n_rows)
     : m_(m),
       ct_(m.dtype == at::kDouble ? at::kDouble : at::kFloat),
@@ -47,11 +69,10 @@ bool GradientSum::heads_needed(int b) const { return heads_down_ && (b > 0 || in
 void GradientSum::add(const model::ActivationRecord& rec) {
   at::NoGradGuard no_grad;
   const auto& c = m_.config;
-  const int64_t H = c.n_heads, dh = c.d_head, d = c.d_model, N = N_, group = H / c.n_kv_heads;
+  const int64_t H = c.n_heads, dh = c.d_head, d = c.d_model, N = N_;
   const bool layer_norm = c.family == model::Family::GptNeo;
   for (int b = 0; b < c.n_layers; ++b) {
     const auto& r = rec.layers[b];
-    const auto& w = m_.weights.layers[b];
     Layer& L = layers_[b];
     accumulate(L.mlp, model::norm_vjp(m_, b, 2, r.resid_mid.detach(), grad_of(r.mlp_in)).to(ct_).reshape({N, d}));
     if (!heads_needed(b)) continue;
@@ -59,26 +80,12 @@ void GradientSum::add(const model::ActivationRecord& rec) {
     const at::Tensor mu = layer_norm ? x.mean(-1, true) : at::zeros({N, 1}, x.options());
     const at::Tensor rstd = at::rsqrt((x - mu).pow(2).mean(-1, true) + c.norm_eps);  // [N,1]
     const at::Tensor c2 = at::empty({3 * H, N}, x.options());
-    auto proj = [&](int slot, const at::Tensor& value, const at::Tensor& weight, const at::Tensor& bias, int64_t repeat) {
-      const at::Tensor dp = per_head(grad_of(value), ct_, H, N, dh) * rstd.unsqueeze(0);  // [H,N,dh]
+    const at::Tensor* values[3] = {&r.q, &r.k, &r.v};
+    for (int slot = 0; slot < 3; ++slot) {
+      const at::Tensor dp = per_head(grad_of(*values[slot]), ct_, H, N, dh) * rstd.unsqueeze(0);  // [H,N,dh]
       accumulate(L.dp[slot], dp);
-      // W[h] (w * xhat) = the projection less its bias and less W[h] b_norm (LayerNorm's bias).
-      at::Tensor offset;  // [H*, dh]
-      if (bias.defined()) offset = bias.to(ct_).view({-1, dh});
-      if (layer_norm && w.ln1_b.defined()) {
-        const at::Tensor wb = at::mv(weight.to(ct_), w.ln1_b.to(ct_)).view({-1, dh});
-        offset = offset.defined() ? offset + wb : wb;
-      }
-      at::Tensor centred = per_head(value, ct_, H, N, dh);
-      if (offset.defined()) {
-        if (repeat > 1) offset = offset.repeat_interleave(repeat, 0);
-        centred = centred - offset.unsqueeze(1);
-      }
-      c2.narrow(0, slot * H, H).copy_((dp * centred).sum(-1) / double(d));
-    };
-    proj(0, r.q, w.w_q, w.b_q, 1);
-    proj(1, r.k, w.w_k, w.b_k, group);
-    proj(2, r.v, w.w_v, w.b_v, group);
+      c2.narrow(0, slot * H, H).copy_(head_mean_term(m_, b, slot, *values[slot], dp));
+    }
     L.c2.push_back(c2);
     L.xhat.push_back((x - mu) * rstd);
   }
@@ -117,8 +124,8 @@ void gradient_runs(const model::Model& m, const BatchInput& in, const ScoreOptio
                    model::ActivationRecord& corrupt, BatchScores& out, GradientSum& sum) {
   const int64_t B = in.n_prompts, P = in.n_positions, Ps = P - start;
   const auto ct = m.dtype == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor clean_tok = as_tensor(in.clean_answer, B, 1).view({-1}).to(m.device);
-  const at::Tensor corrupt_tok = as_tensor(in.corrupt_answer, B, 1).view({-1}).to(m.device);
+  const at::Tensor clean_tok = answer_tokens(in.clean_answer, m.device);
+  const at::Tensor corrupt_tok = answer_tokens(in.corrupt_answer, m.device);
   const bool ig = options.method == Method::EapIgInputs;
   Lap lap{options.profile};
   // One run's metric, its gradient added to `sum`; returns the recorded LDs and the top tokens.

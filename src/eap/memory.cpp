@@ -27,6 +27,8 @@ double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, 
   const double held = upstream_layers > 0 ? std::min<double>(double(upstream_layers), L) : L;
   const double differences = held * (H + 1.0) * d * c + 2.0 * d * c;
   const double gradients = (3.0 * H + 1.0) * d * c + 3.0 * H * dh * c + 4.0 * d * c;
+  // The MLP inputs' and the logits' gradients, every layer's, kept for one product after the layers.
+  const double mlp_columns = (L + 1.0) * d * c;
   // What the micro-batches of a share hold for the whole share:
   const double Bs = double(std::max(share, prompts)), share_rows = Bs * S;
   // - the common prefix's keys and values per query head (no gradients; the rest of its record is
@@ -41,7 +43,7 @@ double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, 
       s.corrupt_with_gradients ? 0.0 : share_rows * (3.0 * f + 4.0 * d) * a + Bs * 2.0 * H * S * P * 4.0;
   // - the last position's full logits of both runs, float32.
   const double logits = 2.0 * Bs * s.vocab * 4.0;
-  return std::max(runs * rows * L * (clean + attention), corrupt_pass) + rows * (differences + gradients) + corrupt + prefix +
+  return std::max(runs * rows * L * (clean + attention), corrupt_pass) + rows * (differences + gradients + mlp_columns) + corrupt + prefix +
          logits;
 }
 

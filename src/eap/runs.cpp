@@ -10,6 +10,10 @@ at::Tensor as_tensor(const std::vector<int64_t>& v, int64_t rows, int64_t cols) 
   return at::tensor(at::ArrayRef<int64_t>(v), at::kLong).view({rows, cols});
 }
 
+at::Tensor answer_tokens(const std::vector<int64_t>& ids, const c10::Device& device) {
+  return at::tensor(at::ArrayRef<int64_t>(ids), at::kLong).to(device);
+}
+
 LogitDiffs logit_diff(const model::Model& m, const at::Tensor& hidden, const at::Tensor& clean, const at::Tensor& corrupt,
                       MetricPairing pairing, const MetricPairs& broadcast) {
   const int64_t B = clean.size(0);
@@ -68,8 +72,7 @@ at::Tensor top_tokens(const model::Model& m, const at::Tensor& last) {
 }
 
 void record_clean_top(const BatchInput& in, const at::Tensor& top, BatchScores& out) {
-  const int64_t B = top.size(0);
-  const at::Tensor expected = as_tensor(in.expected.empty() ? in.clean_answer : in.expected, B, 1).view({-1}).to(top.device());
+  const at::Tensor expected = answer_tokens(in.expected.empty() ? in.clean_answer : in.expected, top.device());
   out.clean_correct = static_cast<int>((top == expected).sum().item<int64_t>());
   out.clean_top = to_ids(top);
 }
@@ -79,8 +82,8 @@ PlainRuns plain_runs(const model::Model& m, const BatchInput& in, MetricPairing 
   at::NoGradGuard no_grad;
   const int64_t B = in.n_prompts, P = in.n_positions;
   PlainRuns r;
-  r.clean_tok = as_tensor(in.clean_answer, B, 1).view({-1}).to(m.device);
-  r.corrupt_tok = as_tensor(in.corrupt_answer, B, 1).view({-1}).to(m.device);
+  r.clean_tok = answer_tokens(in.clean_answer, m.device);
+  r.corrupt_tok = answer_tokens(in.corrupt_answer, m.device);
   r.start = first_difference(in);
   const at::Tensor clean_ids = as_tensor(in.clean_ids, B, P);
   if (r.start > 0) model::forward(m, clean_ids.narrow(1, 0, r.start), &r.prefix);
@@ -107,8 +110,8 @@ at::Tensor corrupt_run(const model::Model& m, const BatchInput& in, const ScoreO
   record = model::ActivationRecord{};
   record.upstream_only = true;  // what the upstream differences read
   const at::Tensor hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &record, start, prefix);
-  const at::Tensor clean_tok = as_tensor(in.clean_answer, B, 1).view({-1}).to(m.device);
-  const at::Tensor corrupt_tok = as_tensor(in.corrupt_answer, B, 1).view({-1}).to(m.device);
+  const at::Tensor clean_tok = answer_tokens(in.clean_answer, m.device);
+  const at::Tensor corrupt_tok = answer_tokens(in.corrupt_answer, m.device);
   ld = to_vector(logit_diff(m, hidden, clean_tok, corrupt_tok, options.pairing, options.broadcast).recorded);
   check_finite(m, ld, "corrupt logit difference");
   return hidden;

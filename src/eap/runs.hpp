@@ -15,6 +15,8 @@
 namespace teap::eap {
 
 at::Tensor as_tensor(const std::vector<int64_t>& v, int64_t rows, int64_t cols);
+// One answer token id per prompt [B] (int64) on `device`: what logit_diff takes.
+at::Tensor answer_tokens(const std::vector<int64_t>& ids, const c10::Device& device);
 std::vector<int64_t> to_ids(const at::Tensor& t);
 std::vector<double> to_vector(const at::Tensor& t);
 

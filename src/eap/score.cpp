@@ -90,8 +90,8 @@ std::vector<double> logit_diffs(const model::Model& m, const std::vector<int64_t
   const at::Tensor hidden = model::forward(m, as_tensor(ids, n_prompts, n_positions));
   // Notebook records own-paired differences: the same numbers as Own.
   if (pairing == MetricPairing::Notebook) pairing = MetricPairing::Own;
-  return to_vector(logit_diff(m, hidden, as_tensor(clean_answer, n_prompts, 1).view({-1}).to(m.device),
-                              as_tensor(corrupt_answer, n_prompts, 1).view({-1}).to(m.device), pairing)
+  return to_vector(logit_diff(m, hidden, answer_tokens(clean_answer, m.device),
+                              answer_tokens(corrupt_answer, m.device), pairing)
                        .recorded);
 }
 
@@ -107,8 +107,8 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
                      " heads does not fit the model (" + std::to_string(c.n_layers) + " x " + std::to_string(c.n_heads) + ")");
   const int64_t B = in.n_prompts, P = in.n_positions, d = c.d_model, H = c.n_heads, dh = c.d_head;
   const auto ct = m.dtype == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor clean_tok = as_tensor(in.clean_answer, B, 1).view({-1}).to(m.device);
-  const at::Tensor corrupt_tok = as_tensor(in.corrupt_answer, B, 1).view({-1}).to(m.device);
+  const at::Tensor clean_tok = answer_tokens(in.clean_answer, m.device);
+  const at::Tensor corrupt_tok = answer_tokens(in.corrupt_answer, m.device);
 
   BatchScores out;
   out.n_upstream = g.n_upstream();
@@ -220,14 +220,14 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
         // Query head h's private copy of the residual stream gets the norm's VJP of
         // g_h = dproj_h . W[h]: with gw = rstd * (g_h * w), VJP = gw - mean_d(gw) - xhat * mean_d(gw * xhat)
         // (no mean term for RMSNorm). Folding rstd into dproj and w into W makes gw one batched
-        // product; the two mean terms are then subtracted in place. In a bfloat16 run the operands
+        // product; the two mean terms are then subtracted in place, their scalars per head and position
+        // taken from the run's recorded projections (no pass over gw). In a bfloat16 run the operands
         // (dproj * rstd, W * w, xhat: each computed in float32, rounded once) and gw are bfloat16: the
-        // products accumulate in float32 inside the GEMM; the mean term's products gw * xhat are
-        // rounded one by one before their float32 sum (relative 2^-9 each, unbiased), and the term
-        // (about 1/sqrt(d) of gw) and its subtraction round again, each by 2^-9 of |gw| at most, the
-        // size of the rounding the contraction's bfloat16 operand needs anyway; built so, the
-        // gradients cost half the memory traffic and twice the GEMM speed of float32 (error against
-        // float32: Bf16Contraction).
+        // products accumulate in float32 inside the GEMM; the mean term's scalars are float32 from the
+        // bfloat16 projections (relative 2^-9 each), rounded once, and the term (about 1/sqrt(d) of gw)
+        // and its subtraction round again, each by 2^-9 of |gw| at most, the size of the rounding the
+        // contraction's bfloat16 operand needs anyway; built so, the gradients cost half the memory
+        // traffic and twice the GEMM speed of float32 (error against float32: Bf16Contraction).
         const at::Tensor x = rc.resid_pre.detach().to(ct).reshape({N, d});
         const at::Tensor mu = layer_norm ? x.mean(-1, true) : at::zeros({N, 1}, x.options());
         const at::Tensor rstd = at::rsqrt((x - mu).pow(2).mean(-1, true) + c.norm_eps);  // [N,1]
@@ -239,22 +239,18 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
         auto heads = [&](int slot, const at::Tensor& proj, const at::Tensor& weight, int64_t repeat) {
           const int64_t n_w = H / repeat;                              // weight heads (key/value heads for k, v)
           const at::Tensor wh = weight.to(gt).view({n_w, dh, d}) * norm_w;  // [n_w, dh, d]
-          const at::Tensor dp =
-              (grad_or_zeros(proj).detach().to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh}) * rstd.unsqueeze(0)).to(gt);
+          const at::Tensor dp_ct = grad_or_zeros(proj).detach().to(ct).permute({2, 0, 1, 3}).reshape({H, N, dh}) * rstd.unsqueeze(0);
+          const at::Tensor dp = dp_ct.to(gt);
           at::Tensor gw = Gall.narrow(0, slot * H, H);
           // The query heads that share a key/value head are consecutive, so each group's rows are one
           // product with its weight head: [n_w, repeat*N, dh] x [n_w, dh, d] (no per-query-head copy).
           at::Tensor gw_groups = gw.view({n_w, repeat * N, d});
           const at::Tensor dp_groups = dp.reshape({n_w, repeat * N, dh});  // dp may keep z's permuted strides
           at::bmm_out(gw_groups, dp_groups, wh);                            // [H,N,d]
-          // m2[h,n] = mean_d gw[h,n,d] * xhat[n,d], head by head: the [N,d] product stays in cache
-          // (a product batched over positions runs as N matrix-vector products, slowly in bfloat16).
-          at::Tensor m2 = at::empty({H, N, 1}, gw.options());
-          for (int64_t h = 0; h < H; ++h) {
-            at::Tensor m2_h = m2.select(0, h);
-            at::sum_out(m2_h, gw.select(0, h) * xhat, {-1}, /*keepdim=*/true);
-          }
-          gw.addcmul_(m2, xhat.unsqueeze(0), -1.0 / double(d));
+          // mean_d(gw * xhat) [H,N] from the recorded projection (eap/gradient_sum.hpp), not from a
+          // pass over gw: dp . (proj - biases) / d, in the compute type.
+          const at::Tensor m2 = head_mean_term(m, b, slot, proj, dp_ct).to(gt).unsqueeze(-1);
+          gw.addcmul_(m2, xhat.unsqueeze(0), -1.0);
           // mean_d gw = dp . mean_d(wh): [H,N,1]
           if (layer_norm) gw.sub_(at::bmm(dp_groups, wh.mean(-1, true)).view({H, N, 1}));
         };
@@ -299,37 +295,40 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     const at::Tensor A2 = A.view({A.size(0), N * d});
     clock.lap(&ScoreProfile::differences);
 
-    // One pass over the pass's differences per downstream layer: every column of the layer at once.
+    // One pass over the pass's differences per downstream layer for its 3H head columns. The MLP
+    // columns of every layer, and the logits', are one product after the layers: a 3H+1st column
+    // costs a GEMM as much as 11 more (BM3 bfloat16: 96 columns 42 ms, 97 columns 47 ms), and
+    // one-column products (a layer's own heads on its MLP, the logits) run at memory speed.
+    const int64_t n_mlp = L - l0, n_cols = n_mlp + (Gl.defined() ? 1 : 0);
+    at::Tensor Gm = reuse(ws.mlp_columns, {n_cols, N * d}, at::TensorOptions().dtype(ot).device(m.device));
     for (int b = static_cast<int>(l0); b < L; ++b) {
-      // The pass's rows that feed layer b's heads (earlier layers) and its MLP (and b's own heads).
+      // The pass's rows that feed layer b's heads: the earlier layers'.
       const int64_t rows_q = std::clamp<int64_t>(g.head_up(b, 0) - r0, 0, n_rows);
-      const int64_t rows_m = std::clamp<int64_t>(g.mlp_up(b) - r0, 0, n_rows);
       clock.lap(&ScoreProfile::contraction);
       const at::Tensor G = gradients(b, rows_q > 0 || with_input);
-      clock.lap(&ScoreProfile::gradients);
       const int64_t K = G.size(0);
-      // Rows from the earlier layers feed every column; layer b's own heads feed its MLP only, so
-      // their rows take the MLP column alone (a full product would spend 3H columns on them).
-      const int64_t rows_all = K > 1 ? rows_q : 0;
-      if (rows_all > 0) {
-        const at::Tensor term = long_product(A2.narrow(0, 0, rows_all), G);  // [rows_all, K]
-        S.narrow(0, r0, rows_all).narrow(1, g.q_down(b, 0), 3 * H).copy_(term.narrow(1, 0, 3 * H));
-        S.narrow(0, r0, rows_all).select(1, g.mlp_down(b)).copy_(term.select(1, K - 1));
-      }
-      if (rows_m > rows_all) {
-        const at::Tensor term = long_product(A2.narrow(0, rows_all, rows_m - rows_all), G.narrow(0, K - 1, 1));  // [., 1]
-        S.narrow(0, r0 + rows_all, rows_m - rows_all).select(1, g.mlp_down(b)).copy_(term.select(1, 0));
-      }
-      if (with_input) {
-        // A one-row product (not at::mv): bfloat16 matrix-vector products have no fast CPU kernel.
-        const at::Tensor t_in = long_product(A2.narrow(0, n_rows, 1), G).squeeze(0);  // [K]
-        S.select(0, in_row).select(0, g.mlp_down(b)).copy_(t_in.select(0, K - 1));
-        if (K > 1) S.select(0, in_row).narrow(0, g.q_down(b, 0), 3 * H).copy_(t_in.narrow(0, 0, 3 * H));
-      }
+      Gm.select(0, b - l0).copy_(G.select(0, K - 1));
+      clock.lap(&ScoreProfile::gradients);
+      if (K == 1) continue;
+      const at::Tensor Gh = G.narrow(0, 0, 3 * H);
+      if (rows_q > 0)
+        S.narrow(0, r0, rows_q).narrow(1, g.q_down(b, 0), 3 * H).copy_(long_product(A2.narrow(0, 0, rows_q), Gh));
+      if (with_input)  // a one-row product (not at::mv): bfloat16 matrix-vector products have no fast CPU kernel
+        S.select(0, in_row).narrow(0, g.q_down(b, 0), 3 * H).copy_(long_product(A2.narrow(0, n_rows, 1), Gh).squeeze(0));
+    }
+    if (Gl.defined()) Gm.select(0, n_mlp).copy_(Gl.view({N * d}));
+    // [pass rows (+ input), n_cols]: entries of rows that do not feed a column (a layer's MLP and
+    // later rows on its MLP) are computed and not kept.
+    const at::Tensor T = long_product(A2, Gm);
+    for (int b = static_cast<int>(l0); b < L; ++b) {
+      // The pass's rows that feed layer b's MLP: the earlier layers' and b's own heads.
+      const int64_t rows_m = std::clamp<int64_t>(g.mlp_up(b) - r0, 0, n_rows);
+      if (rows_m > 0) S.narrow(0, r0, rows_m).select(1, g.mlp_down(b)).copy_(T.narrow(0, 0, rows_m).select(1, b - l0));
+      if (with_input) S.select(0, in_row).select(0, g.mlp_down(b)).copy_(T.select(0, n_rows).select(0, b - l0));
     }
     if (Gl.defined()) {
-      S.narrow(0, r0, n_rows).narrow(1, g.logits_down(), 1).copy_(long_product(A2.narrow(0, 0, n_rows), Gl));
-      if (with_input) S.narrow(0, in_row, 1).narrow(1, g.logits_down(), 1).copy_(long_product(A2.narrow(0, n_rows, 1), Gl));
+      S.narrow(0, r0, n_rows).select(1, g.logits_down()).copy_(T.narrow(0, 0, n_rows).select(1, n_mlp));
+      if (with_input) S.select(0, in_row).select(0, g.logits_down()).copy_(T.select(0, n_rows).select(0, n_mlp));
     }
     clock.lap(&ScoreProfile::contraction);
   }

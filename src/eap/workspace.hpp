@@ -19,7 +19,7 @@
 namespace teap::eap {
 
 struct ScoreWorkspace {
-  at::Tensor differences, gradients, gradients_low;  // flat, grown to the largest call's need
+  at::Tensor differences, gradients, gradients_low, mlp_columns;  // flat, grown to the largest call's need
   // When set, score_batch (method eap) leaves its runs' last-position final hidden states [B, d]
   // here instead of the top tokens and clean accuracy; score_in_micro_batches sets it.
   bool defer_tops = false;

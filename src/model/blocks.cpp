@@ -20,11 +20,12 @@ at::Tensor apply_rotary(const Model& m, const at::Tensor& x, int64_t pos0) {
   const int64_t P = x.size(1), half = x.size(3) / 2;
   const at::Tensor pos = at::arange(pos0, pos0 + P, at::TensorOptions().dtype(ct).device(x.device()));
   const at::Tensor freqs = at::outer(pos, m.weights.rope_inv_freq.to(ct));  // [P, d_head/2]
-  const at::Tensor emb = at::cat({freqs, freqs}, -1);                         // [P, d_head]
-  const at::Tensor cos = emb.cos().to(x.scalar_type()).view({1, P, 1, 2 * half});
-  const at::Tensor sin = emb.sin().to(x.scalar_type()).view({1, P, 1, 2 * half});
-  const at::Tensor x1 = x.narrow(3, 0, half), x2 = x.narrow(3, half, half);
-  return x * cos + at::cat({-x2, x1}, 3) * sin;
+  const at::Tensor cos = at::cat({freqs, freqs}, -1).cos().to(x.scalar_type()).view({1, P, 1, 2 * half});
+  // rotate_half(x) * sin = cat(-x2, x1) * cat(s, s) = roll(x, half) * cat(-s, s), bit for bit; the
+  // roll's backward is one roll, where the halves' narrow and cat each cost a zeroed copy of x.
+  const at::Tensor s = freqs.sin();
+  const at::Tensor sin = at::cat({-s, s}, -1).to(x.scalar_type()).view({1, P, 1, 2 * half});
+  return x * cos + at::roll(x, half, 3) * sin;
 }
 
 namespace {

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "eap/graph.hpp"
+#include "eap/micro_batch.hpp"
 #include "eap/score.hpp"
 #include "model/config.hpp"
 #include "model/make.hpp"
@@ -476,8 +477,13 @@ TEST(EapOptions, NotebookPairingWithoutPairsIsAnInputError) {
   EXPECT_THROW(eap::score_batch(m, g, b.in, so), InputError);
   so.broadcast = {{1, kVocab}, {3, 4}};
   EXPECT_THROW(eap::score_batch(m, g, b.in, so), InputError);
+  // The same through micro-batches, which run the batch's shared prefix and corrupt run first.
+  EXPECT_THROW(eap::score_in_micro_batches(m, g, b.in, so, 1), InputError);
+  so.broadcast = {{-1, 2}, {3, 4}};
+  EXPECT_THROW(eap::score_in_micro_batches(m, g, b.in, so, 1), InputError);
   so.broadcast = {{1, 2}, {3, 4}};
   EXPECT_NO_THROW(eap::score_batch(m, g, b.in, so));
+  EXPECT_NO_THROW(eap::score_in_micro_batches(m, g, b.in, so, 1));
 }
 
 // The same weights run in float32 and float64 give the same scores to float32 accuracy.
