@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cmath>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -262,6 +263,32 @@ TEST(SharedWeights, NonFiniteWeightsAreNamedAndNothingIsCached) {
     EXPECT_NE(e.path().filename(), "model.safetensors") << "a conversion of bad weights was kept";
   fs::remove_all(dir);
   fs::remove_all(cache);
+}
+
+// The check runs slice by slice (4 Mi elements, so that a rank's load holds no whole-embedding
+// temporaries): values in every slice count, those at the slices' edges included.
+TEST(SharedWeights, NonFiniteWeightsPastTheFirstSliceAreCounted) {
+  const std::string dir = temp_dir("nan_slices");
+  model::ModelConfig c = model::family_config(Family::Qwen2, 1, 4, 2, 64, 48, 70000);  // 4.48 Mi embedding values
+  c.max_positions = 64;
+  model::Model m = model::random_model(c, 5);
+  at::Tensor flat = m.weights.wte.clone().view({-1});
+  const int64_t slice = int64_t(1) << 22;
+  ASSERT_GT(flat.numel(), slice);
+  flat[slice - 1] = std::numeric_limits<float>::infinity();
+  flat[slice] = std::nanf("");
+  flat[flat.numel() - 1] = -std::numeric_limits<float>::infinity();
+  m.weights.wte = flat.view(m.weights.wte.sizes());
+  if (c.tie_word_embeddings) m.weights.lm_head = m.weights.wte;
+  model::save_model(m, dir);
+  try {
+    model::load_model(dir);  // float32 stored and run: mapped, checked in place
+    FAIL() << "loaded";
+  } catch (const InputError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("model.embed_tokens.weight' has 3 non-finite"), std::string::npos) << what;
+  }
+  fs::remove_all(dir);
 }
 
 // --- Presets and writing ---------------------------------------------------------------------
