@@ -23,12 +23,6 @@ namespace teap::eap {
 // multiplied by W_Q once. The third needs, per run, only the scalar mean_d(g*w*xhat_k) per head
 // and position, which is (rstd_k/d) dq_k . (W_Q[h] (w*xhat_k)) = (rstd_k/d) dq_k . (q_k - b_q - W_Q[h] b_norm):
 // the run's own Q projection, so no product with W_Q per run.
-// mean_d(g*w*xhat) for every row of one of layer b's projections (slot 0, 1, 2: q, k, v; one row
-// per query head) [H, N], from the run's recorded projection `value` [B, P, H, dh] and
-// dp = rstd * dproj [H, N, dh] in the compute type: the norm VJP's third term without a pass over
-// the [H, N, d] gradients.
-at::Tensor head_mean_term(const model::Model& m, int b, int slot, const at::Tensor& value, const at::Tensor& dp);
-
 class GradientSum {
  public:
   GradientSum(const model::Model& m, const Graph& g, int64_t n_rows);
@@ -57,6 +51,12 @@ class GradientSum {
   at::Tensor final_;
   int runs_ = 0;
 };
+
+// The third term's scalar above, mean_d(g*w*xhat), for every row of one of layer b's projections (slot 0, 1, 2: q, k, v; one row
+// per query head) [H, N], from the run's recorded projection `value` [B, P, H, dh] and
+// dp = rstd * dproj [H, N, dh] in the compute type: the norm VJP's third term without a pass over
+// the [H, N, d] gradients.
+at::Tensor head_mean_term(const model::Model& m, int b, int slot, const at::Tensor& value, const at::Tensor& dp);
 
 // The runs of eap-ig-inputs and clean-corrupted: the clean and corrupt runs recorded over positions
 // [start, P) (their differences are the upstream differences of every method), what BatchScores
