@@ -118,6 +118,7 @@ at::Tensor gelu_mlp(const LayerWeights& w, const at::Tensor& xn) {
 }
 
 at::Tensor gated_mlp(const LayerWeights& w, const at::Tensor& xn) {
+  if (xn.scalar_type() == at::kBFloat16 && xn.requires_grad() && at::GradMode::is_enabled()) return gated_mlp_recorded(w, xn);
   return at::linear(at::silu(at::linear(xn, w.w_gate)) * at::linear(xn, w.w_up), w.w_down);
 }
 

@@ -54,6 +54,19 @@ at::Tensor gated_mlp(const LayerWeights& w, const at::Tensor& xn);  // down(silu
 
 using MlpFn = at::Tensor (*)(const LayerWeights&, const at::Tensor&);
 
+// gated_mlp's graph when a bfloat16 xn requires a gradient: one autograd node whose backward
+// computes the elementwise part in float32 (float64 for float64) and the products through
+// input_gradient (gated_mlp.cpp). Any dtype works (the tests run it in float64).
+at::Tensor gated_mlp_recorded(const LayerWeights& w, const at::Tensor& xn);
+
+// The gradient at a linear layer's input, dy [N, out] . w [out, in] -> [N, in]. A bfloat16 product
+// on CPU over a weight whose sides are both at least `chunk` and one more is computed in blocks of
+// `chunk` (of the inner dimension when out > in, of the output's columns otherwise): oneDNN's
+// bfloat16 kernel for this layout slows on large weights (8192 x 2048, 264 rows: 29.3 ms whole, 22.5
+// ms in 2048-blocks, 23.3 ms for the forward's product). Any other product is one at::mm.
+constexpr int64_t kBf16BackwardBlock = 2048;
+at::Tensor input_gradient(const at::Tensor& dy, const at::Tensor& w, int64_t chunk = kBf16BackwardBlock);
+
 // The pre-norm block every family runs: x += attn(norm1(x)); x += mlp(norm2(x)), recording the
 // residual stream before each half, the MLP's input (its gradient kept when ctx.grads) and output.
 at::Tensor pre_norm_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx, double attn_scale,
