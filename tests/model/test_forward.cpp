@@ -129,7 +129,7 @@ TEST_P(Families, NormVjpMatchesAutograd) {
   }
 }
 
-// The gated MLP's own backward pass (used when a run keeps gradients) against autograd through
+// The gated MLP's own backward pass (a bfloat16 run's when it keeps gradients; any dtype works) against autograd through
 // the same formula: equal outputs, input gradients within float64 rounding.
 TEST(GatedMlp, OwnBackwardMatchesAutograd) {
   at::Generator g = at::detail::createCPUGenerator(11);
