@@ -16,8 +16,9 @@ double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, 
   const double rows = B * S;  // suffix positions of every prompt: what both runs compute
   // Per suffix row and layer, the clean run keeps its record (residual streams, z, q/k/v per
   // query head, the MLP's input and output) and what autograd saves for the backward pass
-  // (rotated q and k, the norms' float32 inputs, the MLP's three hidden tensors).
-  const double clean = (8.0 * H * dh + 6.0 * d + 3.0 * f) * a + 4.0 * d * 4.0;
+  // (rotated q and k, the norms' float32 inputs, the MLP's two hidden tensors, model/gated_mlp.cpp;
+  // GPT-Neo's MLP keeps two as well, its input to gelu and gelu's output).
+  const double clean = (8.0 * H * dh + 6.0 * d + 2.0 * f) * a + 4.0 * d * 4.0;
   // Attention probabilities over every key, float32 scores and their softmax, kept per layer by
   // autograd.
   const double attention = 2.0 * H * P * 4.0;
@@ -31,9 +32,9 @@ double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, 
   const double mlp_columns = (L + 1.0) * d * c;
   // What the micro-batches of a share hold for the whole share:
   const double Bs = double(std::max(share, prompts)), share_rows = Bs * S;
-  // - the common prefix's keys and values per query head (no gradients; the rest of its record is
-  //   dropped layer by layer), which every micro-batch's attention reads;
-  const double prefix = Bs * (P - S) * L * (2.0 * H * dh) * a;
+  // - the common prefix's keys and values per key/value head (no gradients; the rest of its record
+  //   is dropped layer by layer), which every micro-batch's attention reads;
+  const double prefix = Bs * (P - S) * L * (2.0 * s.n_kv_heads * dh) * a;
   // - the corrupt run (method eap), once for the share without gradients: its record keeps each
   //   layer's z and MLP output and the embedding; while it runs (before the micro-batches), one
   //   layer's temporaries for all of the share's rows: the MLP's three hidden tensors, the residual

@@ -109,6 +109,7 @@ at::Tensor corrupt_run(const model::Model& m, const BatchInput& in, const ScoreO
   const int64_t B = in.n_prompts, P = in.n_positions;
   record = model::ActivationRecord{};
   record.upstream_only = true;  // what the upstream differences read
+  record.last_position_only = true;  // the metric's logits
   const at::Tensor hidden = model::forward(m, as_tensor(in.corrupt_ids, B, P), &record, start, prefix);
   const at::Tensor clean_tok = answer_tokens(in.clean_answer, m.device);
   const at::Tensor corrupt_tok = answer_tokens(in.corrupt_answer, m.device);

@@ -45,8 +45,9 @@ void record_clean_top(const BatchInput& in, const at::Tensor& top, BatchScores& 
 void check_finite(const model::Model& m, const std::vector<double>& v, const char* what);
 
 // The corrupt run of method eap: positions [start, P) without gradients, `record` keeping only
-// what the upstream differences read (model::ActivationRecord::upstream_only); `ld` its recorded
-// logit differences (checked finite). Returns the final hidden state [B, P-start, d].
+// what the upstream differences read (model::ActivationRecord::upstream_only), its last layer at
+// the last position only (last_position_only); `ld` its recorded logit differences (checked
+// finite). Returns the final hidden state at the last position [B, 1, d].
 at::Tensor corrupt_run(const model::Model& m, const BatchInput& in, const ScoreOptions& options, int64_t start,
                        const model::ActivationRecord* prefix, model::ActivationRecord& record, std::vector<double>& ld);
 

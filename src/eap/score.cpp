@@ -149,6 +149,7 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     clock.last = std::chrono::steady_clock::now();
   } else {
     clean.with_grads = true;
+    clean.last_position_only = true;  // the metric reads the last position's logits alone
     {
       at::AutoGradMode grad_on(true);
       const at::Tensor hidden = model::forward(m, clean_ids, &clean, start, before);
@@ -160,9 +161,9 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
       clock.lap(&ScoreProfile::backward);
       at::NoGradGuard no_grad;
       if (ws.defer_tops) {
-        ws.clean_last.push_back(hidden.detach().select(1, Ps - 1).clone());  // [B,d]
+        ws.clean_last.push_back(hidden.detach().select(1, -1).clone());  // [B,d]
       } else {
-        record_clean_top(in, top_tokens(m, hidden.select(1, Ps - 1)), out);
+        record_clean_top(in, top_tokens(m, hidden.select(1, -1)), out);
       }
       clock.lap(&ScoreProfile::accuracy);
     }
@@ -173,12 +174,14 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     } else {
       const at::Tensor hidden = corrupt_run(m, in, options, start, before, corrupt, out.corrupt_ld);
       // The corrupt run's top answer: a prompt "flips" when it differs from the clean one.
-      if (ws.defer_tops) ws.corrupt_last.push_back(hidden.select(1, Ps - 1).clone());
-      else out.corrupt_top = to_ids(top_tokens(m, hidden.select(1, Ps - 1)));
+      if (ws.defer_tops) ws.corrupt_last.push_back(hidden.select(1, -1).clone());
+      else out.corrupt_top = to_ids(top_tokens(m, hidden.select(1, -1)));
     }
     clock.lap(&ScoreProfile::corrupt_forward);
   }
-  // Both records cover positions [start, P): N = B * Ps rows of d features.
+  // Both records cover positions [start, P): N = B * Ps rows of d features; a last layer's z, MLP
+  // input and output, and the final residual stream, may cover the last position only
+  // (model::ActivationRecord::last_position_only).
 
   at::NoGradGuard no_grad;
   // The contraction's operand type. A bfloat16 run keeps its upstream differences in bfloat16 and
@@ -192,6 +195,16 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   const int64_t U = g.n_upstream(), L = c.n_layers, in_row = g.input_up();
   const bool layer_norm = c.family == model::Family::GptNeo;
   at::Tensor S = at::zeros({U, g.n_downstream()}, at::TensorOptions().dtype(ct).device(m.device));
+  // Rows [N, d] of a difference or gradient as [B, n, d], each prompt's last n of Ps positions, the
+  // positions before them zeroed: what a record covering the last position only leaves there. The
+  // zeros are exact: such a position's difference meets only gradients that are zero (nothing reads
+  // its output), and its gradient is zero.
+  auto last_positions = [&](const at::Tensor& rows, int64_t n) {
+    const at::Tensor v = rows.view({B, Ps, d});
+    if (n == Ps) return v;
+    v.narrow(1, 0, Ps - n).zero_();
+    return v.narrow(1, Ps - n, n);
+  };
 
   // The gradients at downstream layer b's destinations [K, N*d] in the operand type: K = 3H+1 (q, k, v
   // per query head, then the MLP) where some upstream node feeds the layer's heads, else 1.
@@ -215,7 +228,8 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
       sum->layer_gradients(b, Gall);  // the runs' summed gradients at the layer's destinations
     } else {
       // The MLP's input: the norm's VJP of the gradient at the MLP's normalised input.
-      Gall.select(0, K - 1).copy_(model::norm_vjp(m, b, 2, rc.resid_mid.detach(), grad_or_zeros(rc.mlp_in).detach()).reshape({N, d}));
+      last_positions(Gall.select(0, K - 1), rc.mlp_in.size(1))
+          .copy_(model::norm_vjp(m, b, 2, rc.resid_mid.detach(), grad_or_zeros(rc.mlp_in).detach()));
       if (head_cols) {
         // Query head h's private copy of the residual stream gets the norm's VJP of
         // g_h = dproj_h . W[h]: with gw = rstd * (g_h * w), VJP = gw - mean_d(gw) - xhat * mean_d(gw * xhat)
@@ -264,8 +278,13 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     return G_low.narrow(0, 0, K).copy_(Gall).view({K, N * d});
   };
   at::Tensor Gl;  // the gradient at the logits' input (the final residual stream) [1, N*d]
-  if (g.logits_down() >= 0)
-    Gl = (sum ? sum->final_gradient().reshape({1, N * d}) : grad_or_zeros(clean.resid_final).detach().reshape({1, N * d})).to(ot);
+  if (g.logits_down() >= 0 && sum) {
+    Gl = sum->final_gradient().reshape({1, N * d}).to(ot);
+  } else if (g.logits_down() >= 0) {
+    Gl = at::empty({N, d}, at::TensorOptions().dtype(ot).device(m.device));
+    last_positions(Gl, clean.resid_final.size(1)).copy_(grad_or_zeros(clean.resid_final).detach());
+    Gl = Gl.view({1, N * d});
+  }
 
   // Upstream differences a_u_clean - a_u_corrupt, one row per upstream node, for the upstream layers
   // of one pass: all of them, or (options.upstream_layers, when the whole [U, N, d] would not fit
@@ -280,16 +299,20 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
     for (int64_t l = l0; l < l1; ++l) {
       const auto& rc = clean.layers[l];
       const auto& rr = corrupt.layers[l];
-      const at::Tensor z_diff = (rc.z.detach() - rr.z.detach()).to(ot).permute({2, 0, 1, 3}).reshape({H, N, dh});
+      const int64_t n = rc.z.size(1);  // Ps, or 1 (the last layer of a run that reads the last position only)
+      TORCH_CHECK(rr.z.size(1) == n && rc.mlp_out.size(1) == n && rr.mlp_out.size(1) == n,
+                  "score_batch: the clean and corrupt records of layer ", l, " cover different positions");
+      const at::Tensor z_diff = (rc.z.detach() - rr.z.detach()).to(ot).permute({2, 0, 1, 3}).reshape({H, B * n, dh});
       // Each head's z_h . W_O[h]^T, written in place: W_O [d, H*dh] read through its transpose (BLAS's
       // own operand flag), not permuted into a [H, dh, d] copy, whose strided transposition cost more
       // than the products.
       const at::Tensor w_o = m.weights.layers[l].w_o.to(ot);  // [d, H*dh]
       for (int64_t h = 0; h < H; ++h) {
         at::Tensor row = A.select(0, g.head_up(int(l), int(h)) - r0);
-        at::mm_out(row, z_diff.select(0, h), w_o.narrow(1, h * dh, dh).t());
+        if (n == Ps) at::mm_out(row, z_diff.select(0, h), w_o.narrow(1, h * dh, dh).t());
+        else last_positions(row, n).copy_(at::mm(z_diff.select(0, h), w_o.narrow(1, h * dh, dh).t()).view({B, n, d}));
       }
-      A.select(0, g.mlp_up(int(l)) - r0).copy_((rc.mlp_out.detach() - rr.mlp_out.detach()).reshape({N, d}));
+      last_positions(A.select(0, g.mlp_up(int(l)) - r0), n).copy_(rc.mlp_out.detach() - rr.mlp_out.detach());
     }
     if (with_input) A.select(0, n_rows).copy_((clean.embed.detach() - corrupt.embed.detach()).reshape({N, d}));
     const at::Tensor A2 = A.view({A.size(0), N * d});

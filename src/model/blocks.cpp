@@ -1,5 +1,7 @@
 #include "model/blocks.hpp"
 
+#include <algorithm>
+
 namespace teap::model {
 
 at::Tensor layer_norm(const Model& m, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
@@ -39,13 +41,19 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
 at::Tensor attend(const Model& m, at::Tensor q, at::Tensor k, at::Tensor v, double scale, bool rotary,
                   AttentionMask mask, int64_t pos0, const at::Tensor& prefix_k, const at::Tensor& prefix_v) {
   const bool has_prefix = prefix_k.defined();
+  const int64_t q_pos0 = pos0 + k.size(1) - q.size(1);  // the queries are the last of k's positions
   if (has_prefix) {  // keys and values of positions [0, pos0) from the run that computed them
-    k = at::cat({prefix_k.detach().narrow(1, 0, pos0), k}, 1);
-    v = at::cat({prefix_v.detach().narrow(1, 0, pos0), v}, 1);
+    at::Tensor pk = prefix_k.detach().narrow(1, 0, pos0), pv = prefix_v.detach().narrow(1, 0, pos0);
+    if (pk.size(2) != k.size(2)) {  // a keys-and-values-only record's, one per key/value head
+      pk = pk.repeat_interleave(k.size(2) / pk.size(2), 2);
+      pv = pv.repeat_interleave(k.size(2) / pv.size(2), 2);
+    }
+    k = at::cat({pk, k}, 1);
+    v = at::cat({pv, v}, 1);
   }
   const int64_t key_pos0 = has_prefix ? 0 : pos0, P = q.size(1);
   if (rotary) {
-    q = apply_rotary(m, q, pos0);
+    q = apply_rotary(m, q, q_pos0);
     k = apply_rotary(m, k, key_pos0);
   }
   const auto ct = compute_type(m);
@@ -53,7 +61,7 @@ at::Tensor attend(const Model& m, at::Tensor q, at::Tensor k, at::Tensor v, doub
   if (scale != 1.0) scores = scores * scale;  // [B,H,P,Pk]
   const auto opts = at::TensorOptions().dtype(at::kLong).device(q.device());
   const int64_t Pk = k.size(1);
-  const at::Tensor i = at::arange(pos0, pos0 + P, opts).view({P, 1});
+  const at::Tensor i = at::arange(q_pos0, q_pos0 + P, opts).view({P, 1});
   const at::Tensor j = at::arange(key_pos0, key_pos0 + Pk, opts).view({1, Pk});
   at::Tensor allowed = j <= i;
   if (mask.local) allowed = allowed & ((i - j) < mask.window);
@@ -67,14 +75,21 @@ at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, 
   const auto& c = m.config;
   const auto& w = m.weights.layers[l];
   const int64_t B = xn.size(0), P = xn.size(1), H = c.n_heads, Hkv = c.n_kv_heads, dh = c.d_head;
-  at::Tensor q = linear(xn, w.w_q, w.b_q).view({B, P, H, dh});
+  const int64_t from = std::min(ctx.read_from, P), n = P - from;  // the positions whose output is read
+  LayerRecord* rec = ctx.rec;
+  // A record's q covers every position (with a zero gradient where nothing is read), as its k and v do.
+  const int64_t Pq = rec ? P : n;
+  at::Tensor q = linear(Pq == P ? xn : xn.narrow(1, from, n), w.w_q, w.b_q).view({B, Pq, H, dh});
   at::Tensor k = linear(xn, w.w_k, w.b_k).view({B, P, Hkv, dh});
   at::Tensor v = linear(xn, w.w_v, w.b_v).view({B, P, Hkv, dh});
+  if (rec && ctx.kv_heads) {  // what a later run attends to, at 1/group of the repeated size
+    rec->k = k;
+    rec->v = v;
+  }
   if (Hkv != H) {  // grouped-query: one copy per query head, so each head's share is addressable
     k = k.repeat_interleave(H / Hkv, 2);
     v = v.repeat_interleave(H / Hkv, 2);
   }
-  LayerRecord* rec = ctx.rec;
   if (rec) {
     if (ctx.grads && !xn.requires_grad()) {
       // Nothing before this layer needs a gradient: the projections are the graph's roots, so
@@ -88,19 +103,29 @@ at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, 
       v.retain_grad();
     }
     rec->q = q;
-    rec->k = k;
-    rec->v = v;
+    if (!ctx.kv_heads) {
+      rec->k = k;
+      rec->v = v;
+    }
   }
-  const at::Tensor z = ctx.prefix ? attend(m, q, k, v, scale, rotary, mask, ctx.pos0, ctx.prefix->k, ctx.prefix->v)
-                                   : attend(m, q, k, v, scale, rotary, mask, ctx.pos0, at::Tensor(), at::Tensor());
+  if (n == 0) return at::zeros({B, 0, c.d_model}, xn.options());  // keys and values were all it had to give
+  const at::Tensor q_read = Pq == n ? q : q.narrow(1, from, n);
+  const at::Tensor z = ctx.prefix ? attend(m, q_read, k, v, scale, rotary, mask, ctx.pos0, ctx.prefix->k, ctx.prefix->v)
+                                   : attend(m, q_read, k, v, scale, rotary, mask, ctx.pos0, at::Tensor(), at::Tensor());
   if (rec) rec->z = z;
-  return linear(z.reshape({B, P, H * dh}), w.w_o, w.b_o);
+  return linear(z.reshape({B, n, H * dh}), w.w_o, w.b_o);
 }
 
 at::Tensor pre_norm_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx, double attn_scale,
                           bool rotary, MlpFn mlp) {
   const AttentionMask mask{m.config.local_layer[l], m.config.window_size};
-  const at::Tensor mid = x + attention(m, l, apply_norm(m, l, 1, x).to(m.dtype), attn_scale, rotary, mask, ctx);
+  const int64_t P = x.size(1), from = std::min(ctx.read_from, P);
+  const at::Tensor attn = attention(m, l, apply_norm(m, l, 1, x).to(m.dtype), attn_scale, rotary, mask, ctx);
+  if (from == P) {  // nothing reads this layer's output
+    if (ctx.rec) ctx.rec->resid_pre = x;
+    return attn;
+  }
+  const at::Tensor mid = (from > 0 ? x.narrow(1, from, P - from) : x) + attn;
   at::Tensor mlp_in = apply_norm(m, l, 2, mid).to(m.dtype);
   if (ctx.rec && ctx.grads) mlp_in.retain_grad();
   const at::Tensor mlp_out = mlp(m.weights.layers[l], mlp_in);
@@ -118,7 +143,7 @@ at::Tensor gelu_mlp(const LayerWeights& w, const at::Tensor& xn) {
 }
 
 at::Tensor gated_mlp(const LayerWeights& w, const at::Tensor& xn) {
-  if (xn.scalar_type() == at::kBFloat16 && xn.requires_grad() && at::GradMode::is_enabled()) return gated_mlp_recorded(w, xn);
+  if (xn.requires_grad() && at::GradMode::is_enabled()) return gated_mlp_recorded(w, xn);
   return at::linear(at::silu(at::linear(xn, w.w_gate)) * at::linear(xn, w.w_up), w.w_down);
 }
 

@@ -22,12 +22,19 @@ at::Tensor apply_rotary(const Model& m, const at::Tensor& x, int64_t pos0 = 0);
 
 // How one layer runs: where it records, whether it keeps gradients, and, for a run that starts at
 // position pos0, the record of a run on the same tokens before pos0 (causal attention makes those
-// positions' keys and values equal), whose keys and values it attends to.
+// positions' keys and values equal), whose keys and values it attends to. The layer's output is
+// read from its position read_from on (relative to pos0; the last layer of a run that reads the
+// last position only, ActivationRecord::last_position_only): earlier positions give their keys and
+// values (and their queries, when recorded) and nothing else.
 struct LayerContext {
   LayerRecord* rec = nullptr;
   bool grads = false;
   int64_t pos0 = 0;
   const LayerRecord* prefix = nullptr;
+  int64_t read_from = 0;
+  // A keys-and-values-only run (ActivationRecord::keys_values_only): k and v are recorded per
+  // key/value head, not repeated per query head.
+  bool kv_heads = false;
 };
 
 // Which keys a query may see: causal, and for a local layer only the last `window` positions.
@@ -36,16 +43,16 @@ struct AttentionMask {
   int window = 0;
 };
 
-// The core of causal attention on per-query-head q, k, v [B,P,H,d_head] (before rotary) of
-// positions [pos0, pos0+P): rotary when the family uses it, keys and values of positions
-// [0, pos0) prepended from `prefix_k`/`prefix_v` [B,>=pos0,H,d_head] when defined, masked softmax.
-// Returns z [B,P,H,d_head], each query head's attention-weighted values.
+// The core of causal attention on per-query-head k, v [B,P,H,d_head] (before rotary) of positions
+// [pos0, pos0+P) and q [B,Pq,H,d_head] of the last Pq <= P of them: rotary when the family uses it,
+// keys and values of positions [0, pos0) prepended from `prefix_k`/`prefix_v` [B,>=pos0,H,d_head]
+// (or [B,>=pos0,H_kv,d_head], one per key/value head, repeated here) when defined, masked softmax. Returns z [B,Pq,H,d_head], each query head's attention-weighted values.
 at::Tensor attend(const Model& m, at::Tensor q, at::Tensor k, at::Tensor v, double scale, bool rotary,
                   AttentionMask mask, int64_t pos0, const at::Tensor& prefix_k, const at::Tensor& prefix_v);
 
 // Attention of layer `l` on its normed input xn [B,P,d]: Q/K/V projections, rotary when the
-// family uses it, causal softmax, W_O. Records q/k/v/z into ctx.rec when given, retaining the
-// gradients of q/k/v when ctx.grads.
+// family uses it, causal softmax, W_O, for the positions from ctx.read_from on ([B,P-read_from,d]).
+// Records q/k/v/z into ctx.rec when given, retaining the gradients of q/k/v when ctx.grads.
 at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, bool rotary,
                      AttentionMask mask, const LayerContext& ctx);
 
@@ -54,9 +61,9 @@ at::Tensor gated_mlp(const LayerWeights& w, const at::Tensor& xn);  // down(silu
 
 using MlpFn = at::Tensor (*)(const LayerWeights&, const at::Tensor&);
 
-// gated_mlp's graph when a bfloat16 xn requires a gradient: one autograd node whose backward
-// computes the elementwise part in float32 (float64 for float64) and the products through
-// input_gradient (gated_mlp.cpp). Any dtype works (the tests run it in float64).
+// gated_mlp's graph when xn requires a gradient: one autograd node that keeps two [rows, d_mlp]
+// tensors (autograd's pieces keep four) and whose backward computes the elementwise part in
+// float32 (float64 for float64) and the products through input_gradient (gated_mlp.cpp).
 at::Tensor gated_mlp_recorded(const LayerWeights& w, const at::Tensor& xn);
 
 // The gradient at a linear layer's input, dy [N, out] . w [out, in] -> [N, in]. A bfloat16 product
@@ -69,6 +76,8 @@ at::Tensor input_gradient(const at::Tensor& dy, const at::Tensor& w, int64_t chu
 
 // The pre-norm block every family runs: x += attn(norm1(x)); x += mlp(norm2(x)), recording the
 // residual stream before each half, the MLP's input (its gradient kept when ctx.grads) and output.
+// Positions before ctx.read_from feed the attention's keys and values only: the result, and what
+// is recorded after the attention, cover the positions from read_from on.
 at::Tensor pre_norm_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx, double attn_scale,
                           bool rotary, MlpFn mlp);
 

@@ -73,8 +73,12 @@ at::Tensor forward_embedded(const Model& m, const at::Tensor& embedding, Activat
     record->embed = x;
     record->layers.assign(m.config.n_layers, LayerRecord{});
   }
+  // Where the last layer's output is first read (ActivationRecord::last_position_only).
+  const int64_t P = x.size(1);
+  const int64_t read_from = !record ? 0 : record->keys_values_only ? P : record->last_position_only ? P - 1 : 0;
   for (int l = 0; l < m.config.n_layers; ++l) {
-    const LayerContext ctx{record ? &record->layers[l] : nullptr, grads, start, prefix ? &prefix->layers[l] : nullptr};
+    const LayerContext ctx{record ? &record->layers[l] : nullptr, grads, start, prefix ? &prefix->layers[l] : nullptr,
+                           l == m.config.n_layers - 1 ? read_from : 0, record && record->keys_values_only};
     x = neo ? gpt_neo_layer(m, l, x, ctx) : llama_layer(m, l, x, ctx);
     if (record && record->keys_values_only) {
       LayerRecord kept;

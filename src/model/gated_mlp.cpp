@@ -1,13 +1,15 @@
-// The gated SiLU MLP of a bfloat16 run that keeps gradients, with a backward pass of its own (one
-// autograd node instead of five). Why: in a bfloat16 run on CPU, autograd's pieces of this block were the
-// backward's slowest part (BM3 shape, one EAP batch, autograd profiler): silu_backward's bfloat16
+// The gated SiLU MLP of a run that keeps gradients, with a backward pass of its own (one autograd
+// node instead of five). Why, memory: it keeps gate(x) and up(x) only, where autograd's pieces keep
+// silu(gate(x)) and the product as well; the MLP's hidden tensors were two thirds of the clean
+// run's saved state per row, and this is what lets a float32 micro-batch hold twice the rows in the
+// same memory (runner/memory_plan.hpp). Why, speed (bfloat16 on CPU): silu_backward's bfloat16
 // kernel runs at 4 ns per element (the float32 one, conversions included, at 1), and oneDNN's
 // bfloat16 `dY . W` product over an 8192 x 2048 weight runs 1.2x slower than the forward's
 // `X . W^T` over the same weight, where the same product cut into 2048 x 2048 blocks does not.
 // Measured (BM3 shape, 144 rows, one thread, repeated in one-off programs): about 4.6 ms of an
 // MLP's 90 ms forward and backward; on a whole EAP batch (about 21 s) that is within the shared
 // machine's run-to-run noise (docs/eap.md). Scores 3.6% of the largest from a float32 run's (3.8%
-// before). A float32 run keeps autograd's pieces: there this node bought nothing measurable.
+// before). In float32 the node runs as fast as autograd's pieces (64.1 s against 65.5 s a batch).
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
@@ -54,20 +56,21 @@ struct GatedMlp : torch::autograd::Function<GatedMlp> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& xn, const at::Tensor& w_gate, const at::Tensor& w_up,
                             const at::Tensor& w_down) {
     const at::Tensor gate = at::linear(xn, w_gate), up = at::linear(xn, w_up);  // [..., d_mlp]
-    const at::Tensor act = at::silu(gate);
-    ctx->save_for_backward({gate, up, act, w_gate, w_up, w_down});  // what autograd's pieces would keep
-    return at::linear(act * up, w_down);
+    // Two of the [rows, d_mlp] tensors kept where autograd's pieces keep four (gate, silu(gate), up,
+    // their product): silu is recomputed in the backward's elementwise type.
+    ctx->save_for_backward({gate, up, w_gate, w_up, w_down});
+    return at::linear(at::silu(gate) * up, w_down);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &gate = saved[0], &up = saved[1], &act = saved[2], &w_gate = saved[3], &w_up = saved[4], &w_down = saved[5];
+    const at::Tensor &gate = saved[0], &up = saved[1], &w_gate = saved[2], &w_up = saved[3], &w_down = saved[4];
     const int64_t d_mlp = gate.size(-1), d = w_gate.size(1);
     const auto dt = gate.scalar_type();
     const auto ct = dt == at::kDouble ? at::kDouble : at::kFloat;  // the elementwise part's type
     const at::Tensor dh = input_gradient(grads[0].reshape({-1, w_down.size(0)}), w_down).to(ct);  // [N, d_mlp]
     const at::Tensor g = gate.reshape({-1, d_mlp}).to(ct);
-    const at::Tensor d_up = (dh * act.reshape({-1, d_mlp})).to(dt);
+    const at::Tensor d_up = (dh * at::silu(g)).to(dt);
     const at::Tensor d_gate = at::silu_backward(dh * up.reshape({-1, d_mlp}).to(ct), g).to(dt);
     const at::Tensor dx = input_gradient(d_gate, w_gate).add_(input_gradient(d_up, w_up));  // as autograd adds them
     std::vector<int64_t> shape(gate.sizes().begin(), gate.sizes().end());

@@ -83,12 +83,21 @@ struct LayerRecord {
 // take no gradient), so a backward pass costs about one forward pass.
 struct ActivationRecord {
   bool with_grads = false;     // ask for the (grad) tensors
-  // Keep only each layer's k and v (the rest dropped as each layer ends): a common prefix's
+  // Keep only each layer's k and v (the rest dropped as each layer ends), one per key/value head
+  // ([B,P,H_kv,d_head], not repeated per query head: attend repeats them): a common prefix's
   // record, of which a later run reads nothing else.
   bool keys_values_only = false;
   // Keep only each layer's z and MLP output, and the embedding: a corrupt run's record, of which
   // the upstream differences read nothing else.
   bool upstream_only = false;
+  // The caller reads the returned hidden state at the last position only (the metric's logits):
+  // the last layer's other positions feed nothing, so the last layer computes its keys, values
+  // and queries at every position, and its attention, W_O and MLP at the last position alone. Its
+  // z, resid_mid, mlp_in and mlp_out, and resid_final, then cover that position only ([B,1,...]);
+  // its q (and q's gradient, zero before the last position), k, v and resid_pre every position.
+  // A keys_values_only record's output is read nowhere: its last layer computes keys and values
+  // alone and the returned hidden state is empty ([B,0,d]).
+  bool last_position_only = false;
   at::Tensor embed;            // [B,P,d_model] token (+ position) embedding entering layer 0
   std::vector<LayerRecord> layers;
   at::Tensor resid_final;      // (grad) [B,P,d_model] residual stream before the final norm

@@ -88,10 +88,7 @@ double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double share
 }
 
 double auto_work_cap_bytes(const eap::WorkShape& w, int64_t positions, int64_t suffix, int threads, int64_t share) {
-  // bfloat16 products run about twice as fast per row, so each micro-batch's passes over the weights
-  // weigh twice as much: twice the rows (measured, BM3 bfloat16: 3 prompts 38.7 s, 6 prompts 32.9 s,
-  // whole batch 33.6 s).
-  const int64_t rows = kAutoRowsPerThread * std::max(1, threads) * (w.activation_bytes == 2 ? 2 : 1);
+  const int64_t rows = kAutoRowsPerThread * std::max(1, threads);
   const int64_t prompts = std::max<int64_t>(1, (rows + std::max<int64_t>(suffix, 1) - 1) / std::max<int64_t>(suffix, 1));
   return std::max(kAutoMinWorkBytes, eap::batch_work_bytes(w, prompts, positions, suffix, 0, share));
 }

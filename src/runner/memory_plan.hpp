@@ -27,18 +27,20 @@ double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double share
 
 // The "auto" budget's second bound on a rank's work on CPU (private weights come on top): the work
 // of the fewest prompts whose suffix rows (prompts x corrupted positions) reach kAutoRowsPerThread
-// per intra-op thread (twice that in bfloat16), and never less than kAutoMinWorkBytes. Why: on CPU the scoring's products
-// (the runs' GEMMs, the backward pass, the contraction) are already efficient at about a hundred
-// rows per thread, while a larger working set costs fresh pages (page faults, first touch) and
-// cache misses; measured (bench_eap --real --only "BM2 Qwen2.5-0.5B f32" --micro N, one thread,
-// 2026-12-02, docs/jobs.md): one EAP batch of 30 prompts took 33.4-36.8 s whole, 27.6 s in
-// micro-batches of 8, 28.9-30.3 s of 4, 32.9 s of 3, 34.9 s of 2 (below ~4 prompts each
-// micro-batch's pass over the weights starts to dominate). Without this bound a batch of 30 never
-// split and each rank's work (about twice the BM2 weights) made two ranks hold 1.69x one rank's
-// memory (bench/bench_memory.py); with it each rank's work is a fraction of the weights the node's
-// ranks share. kAutoMinWorkBytes keeps small models, whose whole batch is cheap, in whole batches
+// per intra-op thread, and never less than kAutoMinWorkBytes. Why: on CPU the scoring's products
+// (the runs' GEMMs, the backward pass, the contraction) are efficient at about a hundred rows per
+// thread, each micro-batch streams every weight through the runs and the backward pass once, and a
+// larger working set costs fresh pages (page faults, first touch) and cache misses; measured (one
+// thread, one EAP batch of 30 prompts): BM2 float32 (bench_eap --micro N, 2026-12-02, docs/jobs.md)
+// 33.4-36.8 s whole, 27.6 s in micro-batches of 8, 28.9-30.3 s of 4, 32.9 s of 3, 34.9 s of 2; BM3
+// float32 (2026-12-03) 71.6 s in micro-batches of 3, 65.1 s of 6; BM3 bfloat16 38.7 s of 3, 32.9 s of
+// 6, 33.6 s whole. Without this bound a batch of 30 never split and each rank's work (about twice
+// the BM2 weights) made two ranks hold 1.69x one rank's memory (bench/bench_memory.py); with it
+// each rank's work is a fraction of the weights the node's ranks share (the gated MLP keeps two of
+// its four hidden tensors, model/gated_mlp.cpp, which is what lets float32 hold 128 rows per thread
+// within that). kAutoMinWorkBytes keeps small models, whose whole batch is cheap, in whole batches
 // (and their results bit-identical to an unsplit run).
-constexpr int64_t kAutoRowsPerThread = 64;
+constexpr int64_t kAutoRowsPerThread = 128;
 constexpr double kAutoMinWorkBytes = 256.0 * 1024 * 1024;
 // `share`: the rank's share of a batch, whose prefix and logits every micro-batch's work includes
 // (eap::batch_work_bytes; 0: the capped micro-batch itself).

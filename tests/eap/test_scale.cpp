@@ -498,8 +498,9 @@ TEST(Streaming, UpstreamLayersAtATimeGiveTheSameScores) {
   }
 }
 
-// The common prefix's record keeps each layer's keys and values only (all a later run reads of it,
-// and what eap::batch_work_bytes counts of it), and a run from it gives what a full record gives.
+// The common prefix's record keeps each layer's keys and values only, one per key/value head (all
+// a later run reads of it, and what eap::batch_work_bytes counts of it), and a run from it gives
+// what a full record gives.
 TEST(MicroBatch, PrefixRecordKeepsKeysAndValuesOnly) {
   const model::Model m = eap_test::make_model(Family::Llama);
   const eap_test::Batch b = eap_test::make_batch(4, 10, 41);
@@ -509,9 +510,12 @@ TEST(MicroBatch, PrefixRecordKeepsKeysAndValuesOnly) {
   model::forward(m, prefix_ids, &full);
   model::forward(m, prefix_ids, &kv);
   ASSERT_EQ(kv.layers.size(), full.layers.size());
-  for (size_t l = 0; l < kv.layers.size(); ++l) {
-    EXPECT_TRUE(kv.layers[l].k.equal(full.layers[l].k));
-    EXPECT_TRUE(kv.layers[l].v.equal(full.layers[l].v));
+  const int64_t group = m.config.n_heads / m.config.n_kv_heads;
+  ASSERT_GT(group, 1);
+  for (size_t l = 0; l < kv.layers.size(); ++l) {  // per key/value head (a full record's are per query head)
+    EXPECT_EQ(kv.layers[l].k.size(2), m.config.n_kv_heads);
+    EXPECT_TRUE(kv.layers[l].k.repeat_interleave(group, 2).equal(full.layers[l].k));
+    EXPECT_TRUE(kv.layers[l].v.repeat_interleave(group, 2).equal(full.layers[l].v));
     for (const at::Tensor* t : {&kv.layers[l].z, &kv.layers[l].q, &kv.layers[l].resid_pre, &kv.layers[l].resid_mid,
                                 &kv.layers[l].mlp_in, &kv.layers[l].mlp_out})
       EXPECT_FALSE(t->defined()) << "layer " << l;
@@ -615,10 +619,10 @@ TEST(MemoryBudget, MicroBatchSizeFitsTheBudgetAndGrowsWithIt) {
     EXPECT_EQ(eap::upstream_layers_per_pass(w, 35, 23, work), layers);
   }
   EXPECT_EQ(eap::batch_work_bytes(w, 1, 35, 23, w.n_layers), alone);
-  // Micro-batches of a share hold the share's prefix keys and values (12 positions, per query head),
+  // Micro-batches of a share hold the share's prefix keys and values (12 positions, per key/value head),
   // the corrupt run's z and MLP outputs (23 positions, and the embedding) and both runs'
   // last-position logits for all of its prompts, not only their own.
-  const double extra = 27.0 * 12 * w.n_layers * (2.0 * w.n_heads * w.d_head) * 4 +
+  const double extra = 27.0 * 12 * w.n_layers * (2.0 * w.n_kv_heads * w.d_head) * 4 +
                        27.0 * 23 * (w.n_layers * (w.n_heads * w.d_head + w.d_model) + w.d_model) * 4 + 2.0 * 27 * w.vocab * 4;
   EXPECT_DOUBLE_EQ(eap::batch_work_bytes(w, 3, 35, 23, 0, 30), eap::batch_work_bytes(w, 3, 35, 23) + extra);
   // A gradient method runs its corrupt pass with gradients in every micro-batch (a second clean-sized
@@ -710,9 +714,9 @@ TEST(MemoryBudget, PlanCountsSharedWeightsOncePerNode) {
 }
 
 // "auto" on CPU (runner::auto_work_cap_bytes): the node's share, but no more work than
-// kAutoRowsPerThread suffix rows per intra-op thread need, twice that in bfloat16 (never below
-// kAutoMinWorkBytes). A float32 BM2 batch of 30 splits into micro-batches of ceil(64 / 23) = 3
-// prompts on one thread and twice that on two or in bfloat16; a small model's batch stays whole; an explicit budget and CUDA are not capped.
+// kAutoRowsPerThread suffix rows per intra-op thread need (never below kAutoMinWorkBytes). A BM2
+// batch of 30 splits into micro-batches of ceil(128 / 23) = 6 prompts on one thread and twice that
+// on two; a small model's batch stays whole; an explicit budget and CUDA are not capped.
 TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
   const model::ModelConfig c = model::preset_config("bm2");
   const int64_t params = 494032768;
@@ -724,11 +728,11 @@ TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
   const int64_t per_thread = (runner::kAutoRowsPerThread + 22) / 23;
   EXPECT_EQ(cap1, std::max(runner::kAutoMinWorkBytes, eap::batch_work_bytes(w, per_thread, 35, 23)));
   EXPECT_EQ(cap2, std::max(runner::kAutoMinWorkBytes, eap::batch_work_bytes(w, 2 * per_thread, 35, 23)));
-  // bfloat16: twice the rows per thread (its products are twice as fast per row).
+  // bfloat16: the same rows per thread, in half the bytes.
   eap::WorkShape w16 = w;
   w16.activation_bytes = 2;
   EXPECT_EQ(runner::auto_work_cap_bytes(w16, 35, 23, 1),
-            std::max(runner::kAutoMinWorkBytes, eap::batch_work_bytes(w16, (2 * runner::kAutoRowsPerThread + 22) / 23, 35, 23)));
+            std::max(runner::kAutoMinWorkBytes, eap::batch_work_bytes(w16, per_thread, 35, 23)));
   const double share = runner::rank_budget_bytes(s, 1, 4.0 * params);
   if (share < 2 * cap2) GTEST_SKIP() << "this node's memory (" << share << " bytes per rank) is below the cap";
   const runner::MemoryPlan one = runner::plan_memory(c, params, 4.0 * params, s, 30, 35, 23, 1, 1);
@@ -742,8 +746,7 @@ TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
   EXPECT_EQ(two.micro, 2 * per_thread);
   job::Settings s16 = s;
   s16.dtype = "bfloat16";
-  EXPECT_EQ(runner::plan_memory(c, params, 2.0 * params, s16, 30, 35, 23, 1, 1).micro,
-            (2 * runner::kAutoRowsPerThread + 22) / 23);
+  EXPECT_EQ(runner::plan_memory(c, params, 2.0 * params, s16, 30, 35, 23, 1, 1).micro, per_thread);
   // Private (converted) weights come on top of the cap: the same micro-batches.
   EXPECT_EQ(runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 1, 1).micro, per_thread);
   // An explicit budget is the user's: not capped.

@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 #include <utility>
 
 #include "model/blocks.hpp"
@@ -113,6 +115,63 @@ TEST_P(Families, RunFromAPrefixEqualsTheFullRun) {
   EXPECT_LT((tail - full.narrow(1, 4, 6)).abs().max().item<double>(), 1e-12);
 }
 
+// A run that reads the last position only (what EAP's runs read) computes the last layer's
+// attention and MLP there alone: the same last-position output, the same gradients at every
+// recorded point for a loss on that output, and the full run's gradients are zero where the short
+// run has none (which is why score_batch may take them as zero). Also from a prefix, whose
+// keys-and-values-only run leaves an empty output and the same keys and values (per key/value head).
+TEST_P(Families, LastPositionOnlyKeepsTheLastPositionAndItsGradients) {
+  const model::Model m = model::random_model(tiny(GetParam()), 8, at::kDouble);
+  const at::Tensor x = ids(3, 10, 5);
+  const int64_t start = 4, Ps = 6, last = m.config.n_layers - 1;
+  model::ActivationRecord prefix, prefix_kv;
+  {
+    at::NoGradGuard ng;
+    model::forward(m, x.narrow(1, 0, start), &prefix);
+    prefix_kv.keys_values_only = true;
+    EXPECT_EQ(model::forward(m, x.narrow(1, 0, start), &prefix_kv).size(1), 0);
+  }
+  const int64_t group = m.config.n_heads / m.config.n_kv_heads;
+  for (int l = 0; l <= last; ++l) {  // one per key/value head, the full record's repeated per query head
+    ASSERT_EQ(prefix_kv.layers[l].k.size(2), m.config.n_kv_heads);
+    EXPECT_LT((prefix_kv.layers[l].k.repeat_interleave(group, 2) - prefix.layers[l].k).abs().max().item<double>(), 1e-12);
+    EXPECT_LT((prefix_kv.layers[l].v.repeat_interleave(group, 2) - prefix.layers[l].v).abs().max().item<double>(), 1e-12);
+  }
+  at::Generator g = at::detail::createCPUGenerator(12);
+  const at::Tensor r = at::randn({3, m.config.d_model}, g, at::kDouble);
+  model::ActivationRecord full, short_run;
+  full.with_grads = short_run.with_grads = true;
+  short_run.last_position_only = true;
+  at::AutoGradMode grad_on(true);
+  const at::Tensor h_full = model::forward(m, x, &full, start, &prefix_kv);
+  const at::Tensor h_short = model::forward(m, x, &short_run, start, &prefix_kv);
+  ASSERT_EQ(h_full.size(1), Ps);
+  ASSERT_EQ(h_short.size(1), 1);
+  EXPECT_LT((h_short.select(1, 0) - h_full.select(1, Ps - 1)).abs().max().item<double>(), 1e-12);
+  (h_full.select(1, Ps - 1) * r).sum().backward();
+  (h_short.select(1, 0) * r).sum().backward();
+  auto close = [](const at::Tensor& a, const at::Tensor& b) {
+    return (a - b).abs().max().item<double>() <= 1e-12 * std::max(1.0, b.abs().max().item<double>());
+  };
+  for (int l = 0; l <= last; ++l) {
+    const auto &f = full.layers[l], &s = short_run.layers[l];
+    for (const auto& [name, a, b] : {std::tuple{"q", s.q, f.q}, std::tuple{"k", s.k, f.k}, std::tuple{"v", s.v, f.v}}) {
+      ASSERT_EQ(a.sizes(), b.sizes()) << name << " layer " << l;
+      EXPECT_TRUE(close(a.grad(), b.grad())) << name << "'s gradient, layer " << l;
+    }
+    const int64_t n = l == last ? 1 : Ps;  // the positions the short run's layer covers after its attention
+    ASSERT_EQ(s.z.size(1), n);
+    ASSERT_EQ(s.mlp_in.size(1), n);
+    EXPECT_TRUE(close(s.z, f.z.narrow(1, Ps - n, n))) << "layer " << l;
+    EXPECT_TRUE(close(s.mlp_out, f.mlp_out.narrow(1, Ps - n, n))) << "layer " << l;
+    EXPECT_TRUE(close(s.resid_mid, f.resid_mid.narrow(1, Ps - n, n))) << "layer " << l;
+    EXPECT_TRUE(close(s.mlp_in.grad(), f.mlp_in.grad().narrow(1, Ps - n, n))) << "layer " << l;
+    if (n < Ps) EXPECT_EQ(f.mlp_in.grad().narrow(1, 0, Ps - n).abs().max().item<double>(), 0.0);
+  }
+  EXPECT_TRUE(close(short_run.resid_final.grad().select(1, 0), full.resid_final.grad().select(1, Ps - 1)));
+  EXPECT_EQ(full.layers[last].q.grad().narrow(1, 0, Ps - 1).abs().max().item<double>(), 0.0);
+}
+
 TEST_P(Families, NormVjpMatchesAutograd) {
   const model::Model m = model::random_model(tiny(GetParam()), 7, at::kDouble);
   at::Generator g = at::detail::createCPUGenerator(9);
@@ -129,7 +188,7 @@ TEST_P(Families, NormVjpMatchesAutograd) {
   }
 }
 
-// The gated MLP's own backward pass (a bfloat16 run's when it keeps gradients; any dtype works) against autograd through
+// The gated MLP's own backward pass (any run's that keeps gradients) against autograd through
 // the same formula: equal outputs, input gradients within float64 rounding.
 TEST(GatedMlp, OwnBackwardMatchesAutograd) {
   at::Generator g = at::detail::createCPUGenerator(11);
