@@ -67,8 +67,11 @@ def test_evaluation_files_hold_what_the_spec_says(model, tmp_path):
         fulls.append(d["faithfulness"][full])
         # top-all keeps every edge: the clean run too.
         assert np.allclose(d["logit_diff"][3], d["clean_logit_diff"], rtol=1e-5, atol=1e-5)
-    # Equal batches: the cell's F of the full circuit is exactly 1.
-    assert abs(np.mean(fulls) - 1.0) < 1e-9
+    # Equal batches: the cell's F of the full circuit is 1, up to float order: the baselines come from
+    # the score units, whose runs compute the last layer at the last position only (docs/eap.md), the
+    # evaluation's clean run at every position; F magnifies their float-order difference (1e-7 of the
+    # logit differences) by LD / (LD_clean - LD_corr), hundreds on this random model.
+    assert abs(np.mean(fulls) - 1.0) < 1e-4
 
 
 def test_kill_during_evaluation_then_rerun(big_model, tmp_path):

@@ -46,7 +46,10 @@ def test_exact_rank_correlates_with_eap_on_the_demo_model(demo_model, tmp_path, 
     valid = np.array(eap["valid"], bool)
     assert exact["valid"] == eap["valid"]
     for a, b in zip(eap["batches"], exact["batches"]):
-        assert a["clean_ld"] == b["clean_ld"] and a["corrupt_ld"] == b["corrupt_ld"]
+        # Equal up to float order: eap's runs compute the last layer at the last position only
+        # (docs/eap.md), exact's at every position, and a product over fewer rows may round otherwise.
+        assert np.allclose(a["clean_ld"], b["clean_ld"], rtol=1e-5, atol=1e-5)
+        assert np.allclose(a["corrupt_ld"], b["corrupt_ld"], rtol=1e-5, atol=1e-5)
         x, y = np.array(a["scores"])[valid], np.array(b["scores"])[valid]
         rho, rho_abs = spearman(x, y), spearman(np.abs(x), np.abs(y))
         print(f"{feature}: Spearman {rho:.3f} (signed), {rho_abs:.3f} (|S|) over {valid.sum()} edges")
@@ -65,7 +68,7 @@ def test_exact_is_its_own_setting_in_a_sweep(model, tmp_path):
     with h5py.File(tmp_path / "eap" / rel) as a, h5py.File(tmp_path / "exact" / rel) as b:
         assert b.attrs["method"] == "exact" and a.attrs["method"] == "eap"
         assert a.attrs["settings_hash"] != b.attrs["settings_hash"]
-        assert np.array_equal(a["clean_logit_diff"][()], b["clean_logit_diff"][()])
+        assert np.allclose(a["clean_logit_diff"][()], b["clean_logit_diff"][()], rtol=1e-5, atol=1e-5)  # float order, above
         sa, sb = a["scores"][()], b["scores"][()]
         assert np.any(sa != sb) and np.all(sb[a["valid"][()] == 0] == 0)
     # A folder of eap units refuses the exact job: its results would mix two methods.
