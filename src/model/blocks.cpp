@@ -77,8 +77,9 @@ at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, 
   const int64_t B = xn.size(0), P = xn.size(1), H = c.n_heads, Hkv = c.n_kv_heads, dh = c.d_head;
   const int64_t from = std::min(ctx.read_from, P), n = P - from;  // the positions whose output is read
   LayerRecord* rec = ctx.rec;
-  // A record's q covers every position (with a zero gradient where nothing is read), as its k and v do.
-  const int64_t Pq = rec ? P : n;
+  // A record's q covers every position (with a zero gradient where nothing is read), as its k and v
+  // do; a keys-and-values-only record keeps none.
+  const int64_t Pq = rec && !ctx.kv_heads ? P : n;
   at::Tensor q = linear(Pq == P ? xn : xn.narrow(1, from, n), w.w_q, w.b_q).view({B, Pq, H, dh});
   at::Tensor k = linear(xn, w.w_k, w.b_k).view({B, P, Hkv, dh});
   at::Tensor v = linear(xn, w.w_v, w.b_v).view({B, P, Hkv, dh});

@@ -46,7 +46,8 @@ struct AttentionMask {
 // The core of causal attention on per-query-head k, v [B,P,H,d_head] (before rotary) of positions
 // [pos0, pos0+P) and q [B,Pq,H,d_head] of the last Pq <= P of them: rotary when the family uses it,
 // keys and values of positions [0, pos0) prepended from `prefix_k`/`prefix_v` [B,>=pos0,H,d_head]
-// (or [B,>=pos0,H_kv,d_head], one per key/value head, repeated here) when defined, masked softmax. Returns z [B,Pq,H,d_head], each query head's attention-weighted values.
+// (or [B,>=pos0,H_kv,d_head], one per key/value head, repeated here) when defined, masked
+// softmax. Returns z [B,Pq,H,d_head], each query head's attention-weighted values.
 at::Tensor attend(const Model& m, at::Tensor q, at::Tensor k, at::Tensor v, double scale, bool rotary,
                   AttentionMask mask, int64_t pos0, const at::Tensor& prefix_k, const at::Tensor& prefix_v);
 

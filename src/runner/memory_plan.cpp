@@ -49,7 +49,7 @@ MemoryPlan finish(MemoryPlan p, const model::ModelConfig& c, const job::Settings
   p.budget = rank_budget_bytes(s, ranks_on_node, p.weights_shared);
   if (s.memory_budget_bytes <= 0 && p.budget > 0) {
     // "auto" also stops where a larger working set buys no speed (auto_work_cap_bytes).
-    const double cap = p.weights_private + auto_work_cap_bytes(w, positions, suffix, threads, p.prompts);
+    const double cap = p.weights_private + auto_work_cap_bytes(w, positions, suffix, threads, p.prompts, p.weights_shared);
     p.budget = std::min(p.budget, cap);
   }
   p.one_prompt = eap::batch_work_bytes(w, 1, positions, suffix, 0, p.prompts);
@@ -87,10 +87,12 @@ double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double share
   return std::max(0.0, 0.9 * node_memory_bytes() - shared_weight_bytes) / std::max(1, ranks_on_node);
 }
 
-double auto_work_cap_bytes(const eap::WorkShape& w, int64_t positions, int64_t suffix, int threads, int64_t share) {
+double auto_work_cap_bytes(const eap::WorkShape& w, int64_t positions, int64_t suffix, int threads, int64_t share,
+                           double shared_weight_bytes) {
   const int64_t rows = kAutoRowsPerThread * std::max(1, threads);
   const int64_t prompts = std::max<int64_t>(1, (rows + std::max<int64_t>(suffix, 1) - 1) / std::max<int64_t>(suffix, 1));
-  return std::max(kAutoMinWorkBytes, eap::batch_work_bytes(w, prompts, positions, suffix, 0, share));
+  return std::max({kAutoMinWorkBytes, eap::batch_work_bytes(w, prompts, positions, suffix, 0, share),
+                   kAutoWorkShareOfWeights * shared_weight_bytes});
 }
 
 MemoryPlan plan_memory(const model::ModelConfig& c, int64_t parameters, double stored_bytes, const job::Settings& s,

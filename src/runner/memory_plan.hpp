@@ -42,9 +42,18 @@ double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double share
 // (and their results bit-identical to an unsplit run).
 constexpr int64_t kAutoRowsPerThread = 128;
 constexpr double kAutoMinWorkBytes = 256.0 * 1024 * 1024;
+// Where the node's ranks share their weights, the cap is at least kAutoWorkShareOfWeights of the
+// shared weights' bytes (estimated work; a larger micro-batch streams the weights fewer times). Why
+// this share: a further rank on the node adds its runtime and work, and at 0.4 of the weights
+// (eap::batch_work_bytes estimates 20-40% above the measured work) two ranks hold at most about
+// 1.3x one rank's memory: bench/bench_memory.py, BM2 float32 (micro-batches of 6, 0.39 of the
+// weights) 1.28. Measured on BM3 float32 (one thread, one batch of 30, 2026-12-03): 65.3 s in
+// micro-batches of 6, 59.8 s of 10; the share gives it 8.
+constexpr double kAutoWorkShareOfWeights = 0.4;
 // `share`: the rank's share of a batch, whose prefix and logits every micro-batch's work includes
 // (eap::batch_work_bytes; 0: the capped micro-batch itself).
-double auto_work_cap_bytes(const eap::WorkShape& w, int64_t positions, int64_t suffix, int threads, int64_t share = 0);
+double auto_work_cap_bytes(const eap::WorkShape& w, int64_t positions, int64_t suffix, int threads, int64_t share = 0,
+                           double shared_weight_bytes = 0);
 
 struct MemoryPlan {
   double weights_private = 0;  // bytes of weights only this rank holds

@@ -736,8 +736,10 @@ TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
   const double share = runner::rank_budget_bytes(s, 1, 4.0 * params);
   if (share < 2 * cap2) GTEST_SKIP() << "this node's memory (" << share << " bytes per rank) is below the cap";
   const runner::MemoryPlan one = runner::plan_memory(c, params, 4.0 * params, s, 30, 35, 23, 1, 1);
-  // The cap a sweep applies counts the share's prefix and logits in each micro-batch's work.
-  EXPECT_EQ(one.budget, runner::auto_work_cap_bytes(w, 35, 23, 1, 30));
+  // The cap a sweep applies counts the share's prefix and logits in each micro-batch's work, and is
+  // at least kAutoWorkShareOfWeights of the mapped weights.
+  EXPECT_EQ(one.budget, runner::auto_work_cap_bytes(w, 35, 23, 1, 30, 4.0 * params));
+  EXPECT_EQ(one.budget, std::max(runner::auto_work_cap_bytes(w, 35, 23, 1, 30), runner::kAutoWorkShareOfWeights * 4.0 * params));
   EXPECT_EQ(one.micro, per_thread);
   EXPECT_LE(one.work, one.budget);
   // The rank's work is a fraction of the weights its node's ranks share: 2 ranks hold < 1.3x one's.
@@ -757,6 +759,21 @@ TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
   job::Settings cuda = s;
   cuda.device = "cuda";
   EXPECT_EQ(runner::plan_memory(c, params, 4.0 * params, cuda, 30, 35, 23, 1, 1).micro, 30);
+  // BM3 float32: its weights' share holds more prompts than the rows per thread need (a larger
+  // micro-batch streams the weights fewer times), still a fraction of the weights (2 ranks < 1.3x).
+  const model::ModelConfig c3 = model::preset_config("bm3");
+  const int64_t params3 = 1235814400;
+  eap::WorkShape w3;
+  w3.n_layers = c3.n_layers, w3.n_heads = c3.n_heads, w3.n_kv_heads = c3.n_kv_heads, w3.d_model = c3.d_model,
+  w3.d_head = c3.d_head, w3.d_mlp = c3.d_mlp, w3.vocab = c3.vocab_size;
+  if (runner::rank_budget_bytes(s, 1, 4.0 * params3) > 4.0 * params3) {
+    const runner::MemoryPlan big3 = runner::plan_memory(c3, params3, 4.0 * params3, s, 30, 35, 23, 1, 1);
+    EXPECT_GT(big3.micro, per_thread);
+    EXPECT_LE(big3.work, runner::kAutoWorkShareOfWeights * 4.0 * params3);
+    EXPECT_GT(eap::batch_work_bytes(w3, big3.micro + 1, 35, 23, 0, 30), runner::kAutoWorkShareOfWeights * 4.0 * params3);
+    // Private (converted) weights: no share of them, the rows per thread alone.
+    EXPECT_EQ(runner::plan_memory(c3, params3, 2.0 * params3, s, 30, 35, 23, 1, 1).micro, per_thread);
+  }
   // A small model's whole batch is below kAutoMinWorkBytes: one part, as before.
   const model::ModelConfig tiny = model::family_config(Family::GptNeo, 2, 4, 4, 64, 256, 50257);
   EXPECT_EQ(runner::plan_memory(tiny, 1 << 22, 4.0 * (1 << 22), s, 8, 35, 23, 1, 1).micro, 8);
