@@ -139,10 +139,9 @@ Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_pr
   }
   r.peak_mib = peak_mib();
   r.work_mib = r.peak_mib - base_mib;
-  eap::WorkShape w;
-  const auto& c = m.config;
-  w.n_layers = c.n_layers, w.n_heads = c.n_heads, w.n_kv_heads = c.n_kv_heads, w.d_model = c.d_model, w.d_head = c.d_head,
-  w.d_mlp = c.d_mlp, w.vocab = c.vocab_size, w.activation_bytes = k.dtype == "bfloat16" ? 2 : 4;
+  job::Settings shape_settings;
+  shape_settings.dtype = k.dtype;
+  const eap::WorkShape w = runner::work_shape(m.config, shape_settings);
   r.estimate_mib = eap::batch_work_bytes(w, micro > 0 && micro < B ? micro : B, P, P - 11, upstream_layers, B) / (1 << 20);
   if (per_prompt) {
     // The notebook's EAP fork ran one prompt per backward pass: the same work, prompt by prompt.

@@ -83,10 +83,7 @@ at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, 
   at::Tensor q = linear(Pq == P ? xn : xn.narrow(1, from, n), w.w_q, w.b_q).view({B, Pq, H, dh});
   at::Tensor k = linear(xn, w.w_k, w.b_k).view({B, P, Hkv, dh});
   at::Tensor v = linear(xn, w.w_v, w.b_v).view({B, P, Hkv, dh});
-  if (rec && ctx.kv_heads) {  // what a later run attends to, at 1/group of the repeated size
-    rec->k = k;
-    rec->v = v;
-  }
+  const at::Tensor k_kv = k, v_kv = v;  // what a keys-and-values-only record keeps: 1/group of the repeated size
   if (Hkv != H) {  // grouped-query: one copy per query head, so each head's share is addressable
     k = k.repeat_interleave(H / Hkv, 2);
     v = v.repeat_interleave(H / Hkv, 2);
@@ -104,10 +101,8 @@ at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, 
       v.retain_grad();
     }
     rec->q = q;
-    if (!ctx.kv_heads) {
-      rec->k = k;
-      rec->v = v;
-    }
+    rec->k = ctx.kv_heads ? k_kv : k;
+    rec->v = ctx.kv_heads ? v_kv : v;
   }
   if (n == 0) return at::zeros({B, 0, c.d_model}, xn.options());  // keys and values were all it had to give
   const at::Tensor q_read = Pq == n ? q : q.narrow(1, from, n);
@@ -122,10 +117,7 @@ at::Tensor pre_norm_layer(const Model& m, int l, const at::Tensor& x, const Laye
   const AttentionMask mask{m.config.local_layer[l], m.config.window_size};
   const int64_t P = x.size(1), from = std::min(ctx.read_from, P);
   const at::Tensor attn = attention(m, l, apply_norm(m, l, 1, x).to(m.dtype), attn_scale, rotary, mask, ctx);
-  if (from == P) {  // nothing reads this layer's output
-    if (ctx.rec) ctx.rec->resid_pre = x;
-    return attn;
-  }
+  if (from == P) return attn;  // nothing reads this layer's output (a keys-and-values-only run's last layer)
   const at::Tensor mid = (from > 0 ? x.narrow(1, from, P - from) : x) + attn;
   at::Tensor mlp_in = apply_norm(m, l, 2, mid).to(m.dtype);
   if (ctx.rec && ctx.grads) mlp_in.retain_grad();

@@ -28,7 +28,9 @@ double mem_available() {
   return 0;
 }
 
-eap::WorkShape shape_of(const model::ModelConfig& c, const job::Settings& s) {
+}  // namespace
+
+eap::WorkShape work_shape(const model::ModelConfig& c, const job::Settings& s) {
   eap::WorkShape w;
   w.n_layers = c.n_layers;
   w.n_heads = c.n_heads;
@@ -43,9 +45,11 @@ eap::WorkShape shape_of(const model::ModelConfig& c, const job::Settings& s) {
   return w;
 }
 
+namespace {
+
 MemoryPlan finish(MemoryPlan p, const model::ModelConfig& c, const job::Settings& s, int64_t positions, int64_t suffix,
                   int ranks_on_node, int threads) {
-  const eap::WorkShape w = shape_of(c, s);
+  const eap::WorkShape w = work_shape(c, s);
   p.budget = rank_budget_bytes(s, ranks_on_node, p.weights_shared);
   if (s.memory_budget_bytes <= 0 && p.budget > 0) {
     // "auto" also stops where a larger working set buys no speed (auto_work_cap_bytes).

@@ -18,6 +18,9 @@ namespace teap::runner {
 // unknown.
 double node_memory_bytes();
 
+// What eap::batch_work_bytes needs of a model and a job's settings (dtype, method).
+eap::WorkShape work_shape(const model::ModelConfig& c, const job::Settings& s);
+
 // settings.memory_budget in bytes: what one rank may hold privately, its batch's work and any
 // private weights (weights mapped read-only are the node's, counted once, not in any rank's
 // budget). "auto": 90% of node_memory_bytes(), less the shared weights, divided among the node's

@@ -721,9 +721,7 @@ TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
   const model::ModelConfig c = model::preset_config("bm2");
   const int64_t params = 494032768;
   job::Settings s;  // memory_budget "auto"
-  eap::WorkShape w;
-  w.n_layers = c.n_layers, w.n_heads = c.n_heads, w.n_kv_heads = c.n_kv_heads, w.d_model = c.d_model, w.d_head = c.d_head,
-  w.d_mlp = c.d_mlp, w.vocab = c.vocab_size;
+  const eap::WorkShape w = runner::work_shape(c, s);
   const double cap1 = runner::auto_work_cap_bytes(w, 35, 23, 1), cap2 = runner::auto_work_cap_bytes(w, 35, 23, 2);
   const int64_t per_thread = (runner::kAutoRowsPerThread + 22) / 23;
   EXPECT_EQ(cap1, std::max(runner::kAutoMinWorkBytes, eap::batch_work_bytes(w, per_thread, 35, 23)));
@@ -763,9 +761,7 @@ TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
   // micro-batch streams the weights fewer times), still a fraction of the weights (2 ranks < 1.3x).
   const model::ModelConfig c3 = model::preset_config("bm3");
   const int64_t params3 = 1235814400;
-  eap::WorkShape w3;
-  w3.n_layers = c3.n_layers, w3.n_heads = c3.n_heads, w3.n_kv_heads = c3.n_kv_heads, w3.d_model = c3.d_model,
-  w3.d_head = c3.d_head, w3.d_mlp = c3.d_mlp, w3.vocab = c3.vocab_size;
+  const eap::WorkShape w3 = runner::work_shape(c3, s);
   if (runner::rank_budget_bytes(s, 1, 4.0 * params3) > 4.0 * params3) {
     const runner::MemoryPlan big3 = runner::plan_memory(c3, params3, 4.0 * params3, s, 30, 35, 23, 1, 1);
     EXPECT_GT(big3.micro, per_thread);
