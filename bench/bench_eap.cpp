@@ -65,7 +65,7 @@ model::ModelConfig small(model::Family f, int layers, int heads, int kv, int d, 
 }
 
 struct Row {
-  int micro = 0;  // prompts per micro-batch (0: whole)
+  int micro = 0;  // prompts per micro-batch (the whole batch when not split)
   double load_s = 0, fwd_s = 0, first_s = 0, eap_s = 0, work_mib = 0, peak_mib = 0, estimate_mib = 0, one_s = 0;
   double paired = 0;  // the median over later batches of (EAP batch / the forward pass right after it)
   eap::ScoreProfile phases;
@@ -111,7 +111,7 @@ Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_pr
     micro = static_cast<int>(plan.micro);
     upstream_layers = static_cast<int>(plan.upstream_layers);
   }
-  r.micro = micro;
+  r.micro = micro > 0 && micro < B ? micro : B;
   const eap::BatchInput in = bench::random_batch(B, P, k.config.vocab_size);
   const eap::Graph g = eap::make_graph(m.config.n_layers, m.config.n_heads);
   // Warm-up: allocator, thread pool, the weights' pages.
@@ -154,7 +154,7 @@ Row measure(const Case& k, const model::LoadOptions& base, int reps, bool per_pr
   job::Settings shape_settings;
   shape_settings.dtype = k.dtype;
   const eap::WorkShape w = runner::work_shape(m.config, shape_settings);
-  r.estimate_mib = eap::batch_work_bytes(w, micro > 0 && micro < B ? micro : B, P, P - 11, upstream_layers, B) / (1 << 20);
+  r.estimate_mib = eap::batch_work_bytes(w, r.micro, P, P - 11, upstream_layers, B) / (1 << 20);
   if (per_prompt) {
     // The notebook's EAP fork ran one prompt per backward pass: the same work, prompt by prompt.
     const int n = reps == 1 ? 3 : 6;
@@ -267,7 +267,7 @@ int main(int argc, char** argv) {
   for (const Case& k : cases) {
     const Row r = measure(k, lo, reps_arg > 0 ? reps_arg : reps, !k.real && micro == 0, B, P, micro, upstream_layers);
     std::printf("%-26s %-8s %7.2f %10.0f %8.3f %5d %8.3f %8.3f %6.2f %6.2f %9.0f %9.0f %9.0f", k.name.c_str(), k.dtype.c_str(), r.load_s,
-                B * P / r.fwd_s, r.fwd_s, r.micro > 0 && r.micro < B ? r.micro : B, r.first_s, r.eap_s, r.eap_s / r.fwd_s,
+                B * P / r.fwd_s, r.fwd_s, r.micro, r.first_s, r.eap_s, r.eap_s / r.fwd_s,
                 r.paired, r.work_mib, r.estimate_mib, r.peak_mib);
     if (r.one_s > 0) std::printf(" %11.3f %7.1fx", r.one_s, r.one_s / r.eap_s);
     std::printf("\n");
