@@ -16,6 +16,7 @@
 #include "eap/runs.hpp"
 #include "eap/workspace.hpp"
 #include "model/model.hpp"
+#include "model/products.hpp"
 #include "util/error.hpp"
 
 namespace teap::eap {
@@ -191,7 +192,10 @@ BatchScores score_batch(const model::Model& m, const Graph& g, const BatchInput&
   // z_h . W_O[h] (relative 2^-9, unbiased), and the gradients' operands are computed in float32 and
   // rounded once (see `gradients` below). Tolerance and top edges against float32: docs/eap.md,
   // tests/eap/test_scale.cpp (Bf16Contraction).
-  const auto ot = m.dtype == at::kBFloat16 ? at::kBFloat16 : ct;
+  // On a CPU without bfloat16 products (model/products.hpp) the operands are float32, as a float32
+  // run's: a bfloat16 GEMM would convert both to float32 anyway, and the differences once a batch
+  // cost less than the gradients' conversion at every downstream layer.
+  const auto ot = m.dtype == at::kBFloat16 && !model::products_in_float32(m.dtype, m.device) ? at::kBFloat16 : ct;
   const int64_t U = g.n_upstream(), L = c.n_layers, in_row = g.input_up();
   const bool layer_norm = c.family == model::Family::GptNeo;
   at::Tensor S = at::zeros({U, g.n_downstream()}, at::TensorOptions().dtype(ct).device(m.device));

@@ -30,14 +30,6 @@ at::Tensor apply_rotary(const Model& m, const at::Tensor& x, int64_t pos0) {
   return x * cos + at::roll(x, half, 3) * sin;
 }
 
-namespace {
-
-at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
-}
-
-}  // namespace
-
 at::Tensor attend(const Model& m, at::Tensor q, at::Tensor k, at::Tensor v, double scale, bool rotary,
                   AttentionMask mask, int64_t pos0, const at::Tensor& prefix_k, const at::Tensor& prefix_v) {
   const bool has_prefix = prefix_k.defined();
@@ -67,7 +59,7 @@ at::Tensor attend(const Model& m, at::Tensor q, at::Tensor k, at::Tensor v, doub
   if (mask.local) allowed = allowed & ((i - j) < mask.window);
   scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
   const at::Tensor probs = at::softmax(scores, -1).to(m.dtype);
-  return at::matmul(probs, v.transpose(1, 2)).transpose(1, 2);  // [B,P,H,dh]
+  return model::matmul(probs, v.transpose(1, 2)).transpose(1, 2);  // [B,P,H,dh]
 }
 
 at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, bool rotary,
@@ -80,9 +72,9 @@ at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, 
   // A record's q covers every position (with a zero gradient where nothing is read), as its k and v
   // do; a keys-and-values-only record keeps none.
   const int64_t Pq = rec && !ctx.kv_heads ? P : n;
-  at::Tensor q = linear(Pq == P ? xn : xn.narrow(1, from, n), w.w_q, w.b_q).view({B, Pq, H, dh});
-  at::Tensor k = linear(xn, w.w_k, w.b_k).view({B, P, Hkv, dh});
-  at::Tensor v = linear(xn, w.w_v, w.b_v).view({B, P, Hkv, dh});
+  at::Tensor q = model::linear(Pq == P ? xn : xn.narrow(1, from, n), w.w_q, w.b_q).view({B, Pq, H, dh});
+  at::Tensor k = model::linear(xn, w.w_k, w.b_k).view({B, P, Hkv, dh});
+  at::Tensor v = model::linear(xn, w.w_v, w.b_v).view({B, P, Hkv, dh});
   const at::Tensor k_kv = k, v_kv = v;  // what a keys-and-values-only record keeps: 1/group of the repeated size
   if (Hkv != H) {  // grouped-query: one copy per query head, so each head's share is addressable
     k = k.repeat_interleave(H / Hkv, 2);
@@ -109,7 +101,7 @@ at::Tensor attention(const Model& m, int l, const at::Tensor& xn, double scale, 
   const at::Tensor z = ctx.prefix ? attend(m, q_read, k, v, scale, rotary, mask, ctx.pos0, ctx.prefix->k, ctx.prefix->v)
                                    : attend(m, q_read, k, v, scale, rotary, mask, ctx.pos0, at::Tensor(), at::Tensor());
   if (rec) rec->z = z;
-  return linear(z.reshape({B, n, H * dh}), w.w_o, w.b_o);
+  return model::linear(z.reshape({B, n, H * dh}), w.w_o, w.b_o);
 }
 
 at::Tensor pre_norm_layer(const Model& m, int l, const at::Tensor& x, const LayerContext& ctx, double attn_scale,
@@ -132,12 +124,12 @@ at::Tensor pre_norm_layer(const Model& m, int l, const at::Tensor& x, const Laye
 }
 
 at::Tensor gelu_mlp(const LayerWeights& w, const at::Tensor& xn) {
-  return at::linear(at::gelu(at::linear(xn, w.w_fc, w.b_fc), "tanh"), w.w_proj, w.b_proj);
+  return model::linear(at::gelu(model::linear(xn, w.w_fc, w.b_fc), "tanh"), w.w_proj, w.b_proj);
 }
 
 at::Tensor gated_mlp(const LayerWeights& w, const at::Tensor& xn) {
   if (xn.requires_grad() && at::GradMode::is_enabled()) return gated_mlp_recorded(w, xn);
-  return at::linear(at::silu(at::linear(xn, w.w_gate)) * at::linear(xn, w.w_up), w.w_down);
+  return model::linear(at::silu(model::linear(xn, w.w_gate)) * model::linear(xn, w.w_up), w.w_down);
 }
 
 }  // namespace teap::model

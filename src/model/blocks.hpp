@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "model/model.hpp"
+#include "model/products.hpp"  // the blocks' products (bfloat16 on a CPU without bfloat16 products)
 
 namespace teap::model {
 

@@ -102,11 +102,11 @@ at::Tensor last_position_logits(const Model& m, const at::Tensor& hidden, const 
   const at::Tensor last = hidden.select(1, hidden.size(1) - 1).to(m.dtype);             // [B,d]
   const at::Tensor rows = m.weights.lm_head.index_select(0, tokens.reshape({-1}).to(m.device))
                               .view({B, K, -1});                                        // [B,K,d]
-  return at::matmul(rows, last.unsqueeze(2)).squeeze(2).to(compute_type(m));            // [B,K]
+  return model::matmul(rows, last.unsqueeze(2)).squeeze(2).to(compute_type(m));            // [B,K]
 }
 
 at::Tensor full_logits(const Model& m, const at::Tensor& hidden) {
-  return at::matmul(hidden.to(m.dtype), m.weights.lm_head.t()).to(compute_type(m));
+  return model::linear(hidden.to(m.dtype), m.weights.lm_head).to(compute_type(m));
 }
 
 int64_t parameter_count(const Model& m) {

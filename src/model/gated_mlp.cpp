@@ -21,9 +21,10 @@ namespace teap::model {
 
 at::Tensor input_gradient(const at::Tensor& dy, const at::Tensor& w, int64_t chunk) {
   const int64_t out = w.size(0), in = w.size(1);
-  const bool blocked = dy.scalar_type() == at::kBFloat16 && dy.device().is_cpu() && chunk > 0 &&
+  // The blocks are for oneDNN's bfloat16 product; a product through float32 is one whole BLAS call.
+  const bool blocked = dy.scalar_type() == at::kBFloat16 && dy.device().is_cpu() && !products_in_float32(dy) && chunk > 0 &&
                        std::min(out, in) >= chunk && std::max(out, in) > chunk;
-  if (!blocked) return at::mm(dy, w);
+  if (!blocked) return model::mm(dy, w);
   if (out > in) {
     // Blocks along the product's inner dimension, each rounded to bfloat16 (oneDNN gives no float32
     // result) and added in float32: one rounding more than a whole product (BM3's 8192 x 2048 at
@@ -55,11 +56,11 @@ using torch::autograd::variable_list;
 struct GatedMlp : torch::autograd::Function<GatedMlp> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& xn, const at::Tensor& w_gate, const at::Tensor& w_up,
                             const at::Tensor& w_down) {
-    const at::Tensor gate = at::linear(xn, w_gate), up = at::linear(xn, w_up);  // [..., d_mlp]
+    const at::Tensor gate = model::linear(xn, w_gate), up = model::linear(xn, w_up);  // [..., d_mlp]
     // Two of the [rows, d_mlp] tensors kept where autograd's pieces keep four (gate, silu(gate), up,
     // their product): silu is recomputed in the backward's elementwise type.
     ctx->save_for_backward({gate, up, w_gate, w_up, w_down});
-    return at::linear(at::silu(gate) * up, w_down);
+    return model::linear(at::silu(gate) * up, w_down);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {

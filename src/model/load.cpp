@@ -14,12 +14,14 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <set>
 
 #include "model/denormal.hpp"
 #include "model/hf_cache.hpp"
 #include "model/model.hpp"
 #include "model/params.hpp"
+#include "model/products.hpp"
 #include "model/safetensors.hpp"
 #include "util/error.hpp"
 
@@ -386,6 +388,13 @@ Model load_model(const std::string& name_or_path, const LoadOptions& options, co
   } else if (options.trim_vocab_to > V) {
     fail_input(m.path, "cannot trim the vocabulary to " + std::to_string(options.trim_vocab_to) +
                            " rows: the checkpoint has only " + std::to_string(V));
+  }
+  if (products_in_float32(m.dtype, m.device)) {
+    static std::once_flag said;
+    std::call_once(said, [] {
+      spdlog::info("bfloat16 on a CPU without AVX-512: matrix products run in float32 and are rounded to bfloat16 "
+                   "(LibTorch's own bfloat16 product is about 50x slower here)");
+    });
   }
   return m;
 }

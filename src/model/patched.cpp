@@ -114,7 +114,7 @@ std::array<at::Tensor, 3> head_inputs(const Pass& p, int64_t l, const at::Tensor
       const at::Tensor xn = apply_norm(m, static_cast<int>(l), 1, xin).to(m.dtype);  // [N, d]
       const int64_t n = static_cast<int64_t>(members.size());
       const at::Tensor idx = at::tensor(at::ArrayRef<int64_t>(members), at::kLong).to(w_all.device());
-      at::Tensor o = at::mm(xn, w_all.index_select(0, idx).reshape({n * p.dh, p.d}).t()).view({p.N, n, p.dh});
+      at::Tensor o = model::mm(xn, w_all.index_select(0, idx).reshape({n * p.dh, p.d}).t()).view({p.N, n, p.dh});
       if (b_all.defined()) o = o + b_all.index_select(0, idx).unsqueeze(0);
       for (int64_t i = 0; i < n; ++i) {
         const int64_t j = members[i];

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "model/model.hpp"
+#include "model/products.hpp"
 #include "tinysql/batch.hpp"
 #include "train/internal.hpp"
 #include "train/train.hpp"
@@ -40,7 +41,7 @@ Packed pack(const std::vector<Sequence>& seqs, int pad_id) {
 at::Tensor response_logits(const model::Model& m, const Packed& p) {
   const at::Tensor hidden = model::forward(m, p.ids);  // [B, L, d]
   const at::Tensor h = hidden.reshape({-1, hidden.size(2)}).index_select(0, p.positions.to(m.device));
-  return at::linear(h.to(m.dtype), m.weights.lm_head).to(at::kFloat);  // [N, vocab]
+  return model::linear(h.to(m.dtype), m.weights.lm_head).to(at::kFloat);  // [N, vocab]
 }
 
 ExactMatch exact_match(const model::Model& m, const tokenizer::Tokenizer& tok, const DataOptions& data, uint64_t seed,

@@ -29,6 +29,7 @@
 #include "model/make.hpp"
 #include "model/model.hpp"
 #include "model/params.hpp"
+#include "model/products.hpp"
 #include "model/safetensors.hpp"
 #include "tiny_models.hpp"
 #include "util/error.hpp"
@@ -789,22 +790,30 @@ TEST(Bf16Contraction, ScoresFollowTheFloat32Run) {
     eap::GraphOptions go;
     go.input_node = go.logits_node = true;
     const eap::Graph g = eap::make_graph(c.n_layers, c.n_heads, go);
-    const std::vector<float> s32 = eap::score_batch(m32, g, b.in).scores, s16 = eap::score_batch(m16, g, b.in).scores;
-    ASSERT_EQ(s32.size(), s16.size());
-    double scale = 0, worst = 0;
-    for (float v : s32) scale = std::max(scale, double(std::abs(v)));
-    for (size_t i = 0; i < s32.size(); ++i) worst = std::max(worst, double(std::abs(s32[i] - s16[i])));
-    std::printf("bf16 vs float32: largest score difference %.3g of the largest score %.3g (%.2f%%)\n", worst, scale,
-                100 * worst / scale);
-    EXPECT_LT(worst, 0.05 * scale);
-    // The float32 run's 5 strongest edges are among the bfloat16 run's 10 strongest.
-    auto top = [](const std::vector<float>& s, size_t n) {
-      std::vector<size_t> idx(s.size());
-      for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-      std::partial_sort(idx.begin(), idx.begin() + n, idx.end(), [&](size_t a, size_t b) { return std::abs(s[a]) > std::abs(s[b]); });
-      return std::vector<size_t>(idx.begin(), idx.begin() + n);
-    };
-    const std::vector<size_t> t32 = top(s32, 5), t16 = top(s16, 10);
-    for (size_t e : t32) EXPECT_NE(std::find(t16.begin(), t16.end(), e), t16.end()) << "edge " << e;
+    const std::vector<float> s32 = eap::score_batch(m32, g, b.in).scores;
+    // Both ways of multiplying bfloat16 on a CPU (model/products.hpp): LibTorch's own (oneDNN on
+    // AVX-512; bfloat16 operands in the contraction) and through float32 (float32 operands there).
+    for (bool native : {true, false}) {
+      SCOPED_TRACE(native ? "bfloat16 products" : "products through float32");
+      model::force_bf16_products_native(native);
+      const std::vector<float> s16 = eap::score_batch(m16, g, b.in).scores;
+      model::force_bf16_products_native(std::nullopt);
+      ASSERT_EQ(s32.size(), s16.size());
+      double scale = 0, worst = 0;
+      for (float v : s32) scale = std::max(scale, double(std::abs(v)));
+      for (size_t i = 0; i < s32.size(); ++i) worst = std::max(worst, double(std::abs(s32[i] - s16[i])));
+      std::printf("bf16 (%s) vs float32: largest score difference %.3g of the largest score %.3g (%.2f%%)\n",
+                  native ? "bfloat16 products" : "products through float32", worst, scale, 100 * worst / scale);
+      EXPECT_LT(worst, 0.05 * scale);
+      // The float32 run's 5 strongest edges are among the bfloat16 run's 10 strongest.
+      auto top = [](const std::vector<float>& s, size_t n) {
+        std::vector<size_t> idx(s.size());
+        for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+        std::partial_sort(idx.begin(), idx.begin() + n, idx.end(), [&](size_t a, size_t b) { return std::abs(s[a]) > std::abs(s[b]); });
+        return std::vector<size_t>(idx.begin(), idx.begin() + n);
+      };
+      const std::vector<size_t> t32 = top(s32, 5), t16 = top(s16, 10);
+      for (size_t e : t32) EXPECT_NE(std::find(t16.begin(), t16.end(), e), t16.end()) << "edge " << e;
+    }
   }
 }

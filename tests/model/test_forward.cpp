@@ -14,6 +14,7 @@
 #include "model/config.hpp"
 #include "model/make.hpp"
 #include "model/model.hpp"
+#include "model/products.hpp"
 #include "model/safetensors.hpp"
 #include "util/error.hpp"
 #include "util/files.hpp"
@@ -218,6 +219,8 @@ TEST(GatedMlp, OwnBackwardMatchesAutograd) {
 // own bfloat16 kernel rounds more often: 1% measured); a missing or misplaced block is off by the
 // entry's size.
 TEST(GatedMlp, BlockedInputGradientMatchesOneProduct) {
+  // The blocks are for LibTorch's own bfloat16 product: that path, whatever the CPU.
+  model::force_bf16_products_native(true);
   at::Generator g = at::detail::createCPUGenerator(12);
   for (const auto& [out, in] : {std::pair<int64_t, int64_t>{80, 16}, {16, 80}}) {
     const at::Tensor dy = at::randn({7, out}, g, at::kFloat).to(at::kBFloat16);
@@ -231,6 +234,7 @@ TEST(GatedMlp, BlockedInputGradientMatchesOneProduct) {
     EXPECT_TRUE(at::equal(model::input_gradient(dy.to(at::kFloat), w.to(at::kFloat), 16),
                           at::mm(dy.to(at::kFloat), w.to(at::kFloat))));
   }
+  model::force_bf16_products_native(std::nullopt);
 }
 
 // --- The loader's errors: one line naming the file and the tensor or key -------------------------
