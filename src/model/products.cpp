@@ -11,8 +11,8 @@ namespace teap::model {
 namespace {
 
 // LibTorch's own rule for a oneDNN bfloat16 product (ATen's mkldnn_bf16_device_check): AVX-512 BW,
-// VL and DQ. Other architectures: float32, never the scalar loop (slower than a converted product
-// by far where it runs, and at most about 2x faster where the CPU has bfloat16 instructions).
+// VL and DQ. Other architectures: through float32, never the risk of the scalar loop (where a CPU
+// there has bfloat16 instructions, LibTorch's product would be at most about 2x faster).
 bool cpu_has_bf16_products() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
@@ -32,9 +32,9 @@ constexpr int64_t kBlockElements = int64_t(1) << 24;
 
 // A weight's (a product's second operand's) float32 copy, valid until this thread's next call:
 // written into one buffer kept per thread (as large as the largest operand: 64 MiB for a weight
-// converted in blocks). A fresh 64 MiB tensor for every product comes from
-// mmap and costs its page faults each time: converting BM3's 8192 x 2048 MLP weight took 51 ms that
-// way, against 6 ms into a reused buffer, where the product itself at 144 rows takes 63 ms.
+// converted in blocks). A fresh 64 MiB tensor for every product comes from mmap and costs its page
+// faults each time: converting BM3's 8192 x 2048 MLP weight took 51 ms that way, against 6 ms into
+// a reused buffer, where the product itself at 144 rows takes 63 ms.
 at::Tensor weight_f32(const at::Tensor& w) {
   thread_local at::Tensor buffer;
   const int64_t n = w.numel();
