@@ -22,7 +22,7 @@ namespace teap::model {
 at::Tensor input_gradient(const at::Tensor& dy, const at::Tensor& w, int64_t chunk) {
   const int64_t out = w.size(0), in = w.size(1);
   // The blocks are for oneDNN's bfloat16 product; a product through float32 is one whole BLAS call.
-  const bool blocked = dy.scalar_type() == at::kBFloat16 && dy.device().is_cpu() && !products_in_float32(dy) && chunk > 0 &&
+  const bool blocked = dy.scalar_type() == at::kBFloat16 && dy.device().is_cpu() && bf16_products_native() && chunk > 0 &&
                        std::min(out, in) >= chunk && std::max(out, in) > chunk;
   if (!blocked) return model::mm(dy, w);
   if (out > in) {

@@ -27,7 +27,8 @@ std::atomic<int> forced{-1};  // -1: the CPU decides; 0 or 1: a test's choice
 
 at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat); }
 
-// Converting a weight costs a float32 copy of it; blocks of output rows bound that copy.
+// Converting a weight costs a float32 copy of it; blocks of output rows bound that copy (one block
+// for every weight of the real models but the unembedding).
 constexpr int64_t kBlockElements = int64_t(1) << 24;
 
 // A weight's (a product's second operand's) float32 copy, valid until this thread's next call:
@@ -45,10 +46,6 @@ at::Tensor weight_f32(const at::Tensor& w) {
 at::Tensor linear_float32(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   const int64_t out = w.size(0), in = w.size(1);
   const at::Tensor xf = f32(x);
-  if (out * in <= kBlockElements) {
-    const at::Tensor wf = weight_f32(w);
-    return (b.defined() ? at::linear(xf, wf, f32(b)) : at::linear(xf, wf)).to(at::kBFloat16);
-  }
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = out;
   at::Tensor y = at::empty(shape, x.options());  // bfloat16
