@@ -40,12 +40,16 @@ double batch_work_bytes(const WorkShape& s, int64_t prompts, int64_t positions, 
   //   layer's temporaries for all of the share's rows: the MLP's three hidden tensors, the residual
   //   stream, its norm and the attention's output, and the attention's float32 scores and softmax;
   const double corrupt = s.corrupt_with_gradients ? 0.0 : share_rows * (L * (H * dh + d) + d) * a;
+  // Products through float32: the largest operands are an MLP's (an input of f and its float32
+  // copy, a product of f), and the weights' buffer is as large as the unembedding's block.
+  const double product_copies = s.products_in_float32 ? 2.0 * f * 4.0 : 0.0;
+  const double weight_buffer = s.products_in_float32 ? 4.0 * std::min(double(int64_t(1) << 24), std::max(s.vocab * d, d * f)) : 0.0;
   const double corrupt_pass =
-      s.corrupt_with_gradients ? 0.0 : share_rows * (3.0 * f + 4.0 * d) * a + Bs * 2.0 * H * S * P * 4.0;
+      s.corrupt_with_gradients ? 0.0 : share_rows * (3.0 * f + 4.0 * d) * a + Bs * 2.0 * H * S * P * 4.0 + share_rows * product_copies;
   // - the last position's full logits of both runs, float32.
   const double logits = 2.0 * Bs * s.vocab * 4.0;
-  return std::max(runs * rows * L * (clean + attention), corrupt_pass) + rows * (differences + gradients + mlp_columns) + corrupt + prefix +
-         logits;
+  return std::max(runs * rows * L * (clean + attention) + rows * product_copies, corrupt_pass) +
+         rows * (differences + gradients + mlp_columns) + corrupt + prefix + logits + weight_buffer;
 }
 
 int64_t micro_batch_prompts(const WorkShape& s, int64_t prompts, int64_t positions, int64_t suffix, double budget_bytes,

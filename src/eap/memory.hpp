@@ -15,6 +15,10 @@ struct WorkShape {
   // eap-ig-inputs, clean-corrupted: the corrupt run (and the interpolated ones) take gradients, so
   // each micro-batch runs its own with a full record instead of sharing the batch's plain one.
   bool corrupt_with_gradients = false;
+  // bfloat16 products through float32 (a CPU without native bfloat16 products, model/products.hpp):
+  // each product also holds float32 copies of its operands and its result, and a weight's float32
+  // copy lives in a buffer of up to 2^24 floats (64 MiB) kept per thread.
+  bool products_in_float32 = false;
 };
 
 // Estimated peak bytes of score_batch's work on a micro-batch of `prompts` prompts of `positions`

@@ -10,15 +10,10 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <optional>
+#include "model/bf16_native.hpp"
 
 namespace teap::model {
 
-// Whether this CPU multiplies bfloat16 natively (decided once per process from its features).
-bool bf16_products_native();
-// Tests: take one path or the other whatever the CPU (both give the same products up to the order
-// of float32 sums); nullopt: the CPU decides again.
-void force_bf16_products_native(std::optional<bool> native);
 // Whether a product with this operand goes through float32: bfloat16, on the CPU, not native.
 bool products_in_float32(const at::Tensor& t);
 bool products_in_float32(c10::ScalarType dtype, c10::Device device);

@@ -5,6 +5,8 @@
 #include <fstream>
 #include <mutex>
 
+#include "model/bf16_native.hpp"
+
 namespace teap::runner {
 namespace {
 
@@ -42,6 +44,7 @@ eap::WorkShape work_shape(const model::ModelConfig& c, const job::Settings& s) {
   w.activation_bytes = s.dtype == "bfloat16" ? 2 : 4;
   w.compute_bytes = 4;
   w.corrupt_with_gradients = s.method == "eap-ig-inputs" || s.method == "clean-corrupted";
+  w.products_in_float32 = s.dtype == "bfloat16" && s.device == "cpu" && !model::bf16_products_native();
   return w;
 }
 
@@ -93,7 +96,7 @@ double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double share
 
 double auto_work_cap_bytes(const eap::WorkShape& w, int64_t positions, int64_t suffix, int threads, int64_t share,
                            double shared_weight_bytes) {
-  const int64_t rows = kAutoRowsPerThread * std::max(1, threads);
+  const int64_t rows = kAutoRowsPerThread * (w.products_in_float32 ? kAutoRowsFactorThroughFloat32 : 1) * std::max(1, threads);
   const int64_t prompts = std::max<int64_t>(1, (rows + std::max<int64_t>(suffix, 1) - 1) / std::max<int64_t>(suffix, 1));
   return std::max({kAutoMinWorkBytes, eap::batch_work_bytes(w, prompts, positions, suffix, 0, share),
                    kAutoWorkShareOfWeights * shared_weight_bytes});

@@ -44,6 +44,14 @@ double rank_budget_bytes(const job::Settings& s, int ranks_on_node, double share
 // within that). kAutoMinWorkBytes keeps small models, whose whole batch is cheap, in whole batches
 // (and their results bit-identical to an unsplit run).
 constexpr int64_t kAutoRowsPerThread = 128;
+// bfloat16 products through float32 (eap::WorkShape::products_in_float32) also convert every weight
+// to float32 in each micro-batch's forward and backward pass: about 8 ms per 16M elements, what
+// BM3's products take for some 17 rows, so there the rows are twice as many. Measured on an AVX2
+// EPYC (one thread, one BM3 bfloat16 batch of 30 prompts, 24 corrupted positions, 2026-12-03):
+// 104.5 s in micro-batches of 6 (128 rows per thread), 98.0-100.2 s of 8, 95.4 s of 11 (256 rows;
+// the weights' conversions alone took 4.7 s of a batch in micro-batches of 8). The price: two ranks
+// of such a node hold more beside the weights they share than in float32 or on an AVX-512 CPU.
+constexpr int64_t kAutoRowsFactorThroughFloat32 = 2;
 constexpr double kAutoMinWorkBytes = 256.0 * 1024 * 1024;
 // Where the node's ranks share their weights, the cap is at least kAutoWorkShareOfWeights of the
 // shared weights' bytes (estimated work; a larger micro-batch streams the weights fewer times). Why

@@ -633,6 +633,17 @@ TEST(MemoryBudget, MicroBatchSizeFitsTheBudgetAndGrowsWithIt) {
   EXPECT_GT(eap::batch_work_bytes(wg, 3, 35, 23, 0, 30), eap::batch_work_bytes(w, 3, 35, 23, 0, 30));
   EXPECT_GT(eap::batch_work_bytes(wg, 6, 35, 23, 0, 30) - eap::batch_work_bytes(wg, 3, 35, 23, 0, 30),
             eap::batch_work_bytes(w, 6, 35, 23, 0, 30) - eap::batch_work_bytes(w, 3, 35, 23, 0, 30));
+  // bfloat16 products through float32 (model/products.hpp): the weights' float32 buffer (2^24
+  // floats, BM3's MLP weight and the unembedding's blocks) and, per suffix row, an MLP product's
+  // float32 input and result.
+  eap::WorkShape wf = w;
+  wf.activation_bytes = 2;
+  wf.products_in_float32 = true;
+  eap::WorkShape w16 = wf;
+  w16.products_in_float32 = false;
+  EXPECT_DOUBLE_EQ(eap::batch_work_bytes(wf, 3, 35, 23), eap::batch_work_bytes(w16, 3, 35, 23) + 64.0 * (1 << 20) + 3 * 23 * 2.0 * w.d_mlp * 4);
+  EXPECT_DOUBLE_EQ(eap::batch_work_bytes(wf, 3, 35, 23, 0, 30),
+                   eap::batch_work_bytes(w16, 3, 35, 23, 0, 30) + 64.0 * (1 << 20) + 3 * 23 * 2.0 * w.d_mlp * 4);
 }
 
 namespace {
@@ -747,7 +758,17 @@ TEST(MemoryBudget, AutoStopsWhereLargerMicroBatchesBuyNoSpeed) {
   EXPECT_EQ(two.micro, 2 * per_thread);
   job::Settings s16 = s;
   s16.dtype = "bfloat16";
-  EXPECT_EQ(runner::plan_memory(c, params, 2.0 * params, s16, 30, 35, 23, 1, 1).micro, per_thread);
+  // bfloat16: as many rows where the CPU multiplies it natively, twice as many where products go
+  // through float32 and each micro-batch converts every weight twice.
+  for (bool native : {true, false}) {
+    SCOPED_TRACE(native ? "bfloat16 products" : "products through float32");
+    model::force_bf16_products_native(native);
+    EXPECT_EQ(runner::work_shape(c, s16).products_in_float32, !native);
+    const int64_t rows = runner::kAutoRowsPerThread * (native ? 1 : runner::kAutoRowsFactorThroughFloat32);
+    const runner::MemoryPlan p16 = runner::plan_memory(c, params, 2.0 * params, s16, 30, 35, 23, 1, 1);
+    model::force_bf16_products_native(std::nullopt);
+    EXPECT_EQ(p16.micro, (rows + 22) / 23);
+  }
   // Private (converted) weights come on top of the cap: the same micro-batches.
   EXPECT_EQ(runner::plan_memory(c, params, 2.0 * params, s, 30, 35, 23, 1, 1).micro, per_thread);
   // An explicit budget is the user's: not capped.
