@@ -113,27 +113,6 @@ at::Tensor mm(const at::Tensor& a, const at::Tensor& b) {
   return at::mm(f32(a), weight_f32(b)).to(at::kBFloat16);
 }
 
-void mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  if (!products_in_float32(a)) {
-    at::mm_out(out, a, b);
-    return;
-  }
-  out.copy_(at::mm(f32(a), weight_f32(b)));
-}
-
-at::Tensor bmm(const at::Tensor& a, const at::Tensor& b) {
-  if (!products_in_float32(a)) return at::bmm(a, b);
-  return at::bmm(f32(a), weight_f32(b)).to(at::kBFloat16);
-}
-
-void bmm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
-  if (!products_in_float32(a)) {
-    at::bmm_out(out, a, b);
-    return;
-  }
-  out.copy_(at::bmm(f32(a), weight_f32(b)));
-}
-
 at::Tensor matmul(const at::Tensor& a, const at::Tensor& b) {
   if (!products_in_float32(a)) return at::matmul(a, b);
   return at::matmul(f32(a), f32(b)).to(at::kBFloat16);

@@ -20,9 +20,6 @@ bool products_in_float32(c10::ScalarType dtype, c10::Device device);
 
 // The products a run uses, each LibTorch's own unless products_in_float32(first operand).
 at::Tensor mm(const at::Tensor& a, const at::Tensor& b);
-void mm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
-at::Tensor bmm(const at::Tensor& a, const at::Tensor& b);
-void bmm_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
 // Differentiable (autograd saves the float32 copies of both operands: used for attention's small
 // probabilities-by-values product only).
 at::Tensor matmul(const at::Tensor& a, const at::Tensor& b);
